@@ -8,6 +8,7 @@ Like Nomad's driver interface: fingerprint, start, wait/inspect, stop, remove, r
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -107,7 +108,8 @@ class Driver(Protocol):
         """Forget a stopped container and delete its runtime state (not its logs)."""
         ...
 
-    async def recover(self) -> list[ContainerStatus]:
+    async def recover(self) -> builtins.list[ContainerStatus]:
+        # builtins.list: inside this class body ``list`` names the method above.
         """After an agent restart: adopt the containers still running from saved state, and
         report the ones that exited meanwhile. Called once before anything else."""
         ...

@@ -1,0 +1,55 @@
+"""Run the API server with uvicorn inside the caller's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+
+from shoal.apiserver._app import APIServer
+
+DEFAULT_PORT = 6440
+
+
+async def serve_api(
+    server: APIServer,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    on_started: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until cancelled. ``on_started`` runs once the socket listens."""
+    await server.startup()
+    config = uvicorn.Config(
+        server.app(),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        loop="none",
+        timeout_graceful_shutdown=1,
+    )
+    userver = uvicorn.Server(config)
+    # Serve without uvicorn's signal capture: the process owner (``shoal up``/``server``)
+    # decides what Ctrl-C does, and tests run several servers in one process.
+    task = asyncio.create_task(userver._serve())
+    try:
+        while not userver.started:
+            if task.done():
+                await task
+                raise OSError(f"the API server could not listen on {host}:{port}")
+            await asyncio.sleep(0.01)
+        if on_started is not None:
+            await on_started()
+        await task
+    finally:
+        userver.should_exit = True
+        if not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 3)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        await server.shutdown()
+        logging.getLogger("shoal.apiserver").debug("API server stopped")

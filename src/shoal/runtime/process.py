@@ -1,0 +1,574 @@
+"""The ``process`` driver: each container is a plain host process (no root, like raw_exec).
+
+Design choices, and why:
+
+* Each container runs in its own session (``setsid``), so its pid is also its process-group
+  id and one ``killpg`` reaches the whole tree it spawned in that group.
+* stdout and stderr go straight to a per-attempt log file opened ``O_APPEND`` — never to a
+  pipe — so the process keeps running (and logging) while the agent is down or restarting,
+  and the log can be capped with copy-then-truncate.
+* Exit is noticed through a pidfd registered with the event loop (no thread, no polling);
+  periodic polling is only the fallback for kernels without ``pidfd_open``.
+* When a container's main process exits, the rest of its process group is killed, as a
+  container runtime does when PID 1 of a container exits. For our own children this is done
+  while the leader is still an unreaped zombie, which keeps the group id from being reused.
+* A small JSON state file per container (pid + /proc start time) lets a restarted agent
+  re-adopt what is still running. A pid is only ever signalled after its start time matched,
+  so a pid reused by an unrelated process is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal._util import Clock, SystemClock
+from shoal.errors import DriverError
+from shoal.runtime import _procutil as pu
+from shoal.runtime._protocol import (
+    ContainerConfig,
+    ContainerState,
+    ContainerStatus,
+    Fingerprint,
+    PortRequest,
+)
+
+__all__ = ["ExitHook", "ProcessDriver"]
+
+log = logging.getLogger(__name__)
+
+ExitHook = Callable[[ContainerStatus], None]
+"""Called on the event loop with the final status when a container's process exits."""
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_STATE_VERSION = 1
+
+
+def _check_safe(what: str, value: str) -> None:
+    """Ids and names become file names; refuse anything that could escape the directory."""
+    if not _SAFE_NAME.match(value) or ".." in value:
+        raise DriverError(f"invalid {what} {value!r}: must be [A-Za-z0-9._-] (no '..')")
+
+
+@dataclass
+class _Container:
+    """Everything the driver tracks for one container (its latest attempt)."""
+
+    container_id: str
+    pod_uid: str
+    name: str
+    pod_name: str
+    namespace: str
+    attempt: int
+    log_path: Path
+    pid: int | None
+    start_ticks: int | None
+    started_at: float | None
+    host_ports: dict[int, int]
+    state: ContainerState
+    exit_code: int | None = None
+    finished_at: float | None = None
+    reason: str = ""
+    popen: subprocess.Popen[bytes] | None = None
+    """Set only for processes this instance spawned (and so may reap); None when adopted."""
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    pidfd: int | None = None
+    poll_task: asyncio.Task[None] | None = None
+    stragglers: list[tuple[int, int]] = field(default_factory=list)
+    """(pid, start_ticks) of group members seen while stopping an adopted process."""
+
+    def status(self) -> ContainerStatus:
+        return ContainerStatus(
+            container_id=self.container_id,
+            pod_uid=self.pod_uid,
+            name=self.name,
+            attempt=self.attempt,
+            state=self.state,
+            pid=self.pid,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            exit_code=self.exit_code,
+            reason=self.reason,
+            host_ports=dict(self.host_ports),
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "version": _STATE_VERSION,
+            "container_id": self.container_id,
+            "pod_uid": self.pod_uid,
+            "name": self.name,
+            "pod_name": self.pod_name,
+            "namespace": self.namespace,
+            "attempt": self.attempt,
+            "pid": self.pid,
+            "pgid": self.pid,
+            "start_ticks": self.start_ticks,
+            "started_at": self.started_at,
+            "host_ports": {str(k): v for k, v in self.host_ports.items()},
+            "log_path": str(self.log_path),
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "finished_at": self.finished_at,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> _Container:
+        """Rebuild from a state file; raises KeyError/TypeError/ValueError when malformed."""
+        state = str(data.get("state", "running"))
+        if state not in ("created", "running", "exited", "unknown"):
+            raise ValueError(f"bad state {state!r}")
+        pid = data.get("pid")
+        ticks = data.get("start_ticks")
+        exit_code = data.get("exit_code")
+        return cls(
+            container_id=str(data["container_id"]),
+            pod_uid=str(data["pod_uid"]),
+            name=str(data["name"]),
+            pod_name=str(data.get("pod_name", "")),
+            namespace=str(data.get("namespace", "")),
+            attempt=int(data["attempt"]),
+            log_path=Path(str(data["log_path"])),
+            pid=int(pid) if pid is not None else None,
+            start_ticks=int(ticks) if ticks is not None else None,
+            started_at=_opt_float(data.get("started_at")),
+            host_ports={int(k): int(v) for k, v in (data.get("host_ports") or {}).items()},
+            state=state,  # type: ignore[arg-type]  # checked against the Literal above
+            exit_code=int(exit_code) if exit_code is not None else None,
+            finished_at=_opt_float(data.get("finished_at")),
+            reason=str(data.get("reason", "")),
+        )
+
+
+def _opt_float(value: Any) -> float | None:
+    return float(value) if value is not None else None
+
+
+class ProcessDriver:
+    """Runs containers as host processes. See the module docstring for the design."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        log_dir: Path,
+        *,
+        log_max_bytes: int = 10 * 1024 * 1024,
+        on_exit: ExitHook | None = None,
+        host_ip: str = "127.0.0.1",
+        clock: Clock | None = None,
+        poll_interval: float = 0.5,
+        use_pidfd: bool = True,
+        kill_timeout: float = 5.0,
+    ) -> None:
+        """``host_ip`` is where the containers' host ports are reachable (exported to them as
+        ``SHOAL_HOST_IP``). ``use_pidfd=False`` forces the polling fallback (for tests).
+        ``kill_timeout`` bounds the wait after SIGKILL before stop() gives up."""
+        self.state_dir = Path(state_dir)
+        self.log_dir = Path(log_dir)
+        self.log_max_bytes = log_max_bytes
+        self.on_exit = on_exit
+        self.host_ip = host_ip
+        self._clock: Clock = clock or SystemClock()
+        self._poll_interval = poll_interval
+        self._use_pidfd = use_pidfd and hasattr(os, "pidfd_open")
+        self._kill_timeout = kill_timeout
+        self._containers: dict[str, _Container] = {}
+        self._names: dict[str, tuple[str, str]] = {}
+        """container_id -> (pod_uid, name); kept after remove() so logs stay findable."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- Driver protocol ---------------------------------------------------------------------
+
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(
+            driver=self.name,
+            cpu_millis=(os.cpu_count() or 1) * 1000,
+            memory_bytes=pu.host_memory_bytes(),
+            attributes={"os": sys.platform, "arch": platform.machine(), "driver.process": "1"},
+        )
+
+    async def start(self, config: ContainerConfig) -> ContainerStatus:
+        c = self._spawn(config)
+        previous = self._containers.get(c.container_id)
+        if previous is not None:
+            self._detach(previous)
+        self._containers[c.container_id] = c
+        self._save(c)
+        log.info("started %s pid=%s ports=%s", c.container_id, c.pid, c.host_ports)
+        self._watch(c)
+        return c.status()
+
+    def _spawn(self, config: ContainerConfig) -> _Container:
+        """Validate, pick ports, build env and fork/exec. Synchronous on purpose: every step
+        is a quick syscall (Popen returns once exec succeeded), and keeping it one
+        uninterrupted step means no other start() can interleave and grab the same ports."""
+        cid = config.container_id
+        _check_safe("pod uid", config.pod_uid)
+        _check_safe("container name", config.name)
+        where = f"container {config.name!r} of pod {config.namespace}/{config.pod_name}"
+        previous = self._containers.get(cid)
+        if previous is not None and previous.state == "running":
+            raise DriverError(f"{where} is already running (pid {previous.pid})")
+        if not config.command:
+            raise DriverError(
+                f"{where}: the process driver runs host commands and cannot run image "
+                f'"{config.image}" without a `command`'
+            )
+        # No workingDir: run where the agent runs, as Nomad's raw_exec does, so relative paths
+        # in a manifest applied from a project directory resolve there.
+        cwd = config.working_dir or os.getcwd()
+        if not os.path.isdir(cwd):
+            raise DriverError(f"{where}: working directory {cwd!r} does not exist")
+
+        host_ports = self._assign_ports(cid, config.ports, previous)
+        env = self._build_env(config, host_ports)
+        argv = [*config.command, *config.args]
+        try:
+            executable = pu.resolve_executable(argv[0], env.get("PATH", ""), cwd)
+        except DriverError as exc:
+            raise DriverError(f"{where}: {exc}") from None
+
+        self._names[cid] = (config.pod_uid, config.name)
+        log_path = self.log_path(cid, config.attempt)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            popen = subprocess.Popen(
+                argv,
+                executable=executable,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise DriverError(f'{where}: exec: "{argv[0]}": {exc.strerror or exc}') from exc
+        finally:
+            os.close(log_fd)
+        return _Container(
+            container_id=cid,
+            pod_uid=config.pod_uid,
+            name=config.name,
+            pod_name=config.pod_name,
+            namespace=config.namespace,
+            attempt=config.attempt,
+            log_path=log_path,
+            pid=popen.pid,
+            start_ticks=pu.proc_start_ticks(popen.pid),
+            started_at=self._clock.now(),
+            host_ports=host_ports,
+            state="running",
+            popen=popen,
+        )
+
+    async def inspect(self, container_id: str) -> ContainerStatus:
+        return self._get(container_id).status()
+
+    async def list(self) -> list[ContainerStatus]:
+        return [c.status() for c in self._containers.values()]
+
+    async def stop(self, container_id: str, grace_period: float) -> ContainerStatus:
+        c = self._get(container_id)
+        if c.state != "running" or c.pid is None:
+            return c.status()
+        if not self._leader_is_ours(c):
+            self._check_exit(c)
+            return c.status()
+        pgid = c.pid
+        self._snapshot_group(c)
+        pu.signal_group(pgid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(c.exited.wait(), timeout=max(grace_period, 0.0))
+        except TimeoutError:
+            if c.state == "running" and self._leader_is_ours(c):
+                self._snapshot_group(c)
+                log.info(
+                    "%s ignored SIGTERM for %.1fs; sending SIGKILL", container_id, grace_period
+                )
+                pu.signal_group(pgid, signal.SIGKILL)
+            try:
+                await asyncio.wait_for(c.exited.wait(), timeout=self._kill_timeout)
+            except TimeoutError:
+                self._check_exit(c)
+                if c.state == "running":
+                    raise DriverError(
+                        f"container {container_id} (pid {pgid}) did not exit "
+                        f"{self._kill_timeout:.0f}s after SIGKILL"
+                    ) from None
+        return c.status()
+
+    async def remove(self, container_id: str) -> None:
+        c = self._containers.get(container_id)
+        if c is None:
+            return
+        if c.state == "running":
+            raise DriverError(f"container {container_id} is running; stop it before removing")
+        self._detach(c)
+        del self._containers[container_id]
+        with contextlib.suppress(FileNotFoundError):
+            self._state_path(container_id).unlink()
+
+    async def recover(self) -> builtins.list[ContainerStatus]:
+        for path in sorted(self.state_dir.glob("*.json")):
+            data = pu.read_json(path)
+            try:
+                if data is None:
+                    raise ValueError("not a JSON object")
+                c = _Container.from_state(data)
+                _check_safe("container id", c.container_id)
+            except (KeyError, TypeError, ValueError, DriverError) as exc:
+                log.warning("ignoring unreadable state file %s: %s", path, exc)
+                continue
+            if c.container_id in self._containers:
+                continue
+            self._names[c.container_id] = (c.pod_uid, c.name)
+            self._containers[c.container_id] = c
+            if c.state == "running" and c.pid is not None and pu.is_running(c.pid, c.start_ticks):
+                log.info("adopted %s pid=%d", c.container_id, c.pid)
+                self._watch(c)
+            elif c.state != "exited":
+                # Died while no driver watched it: the exit status is lost for good.
+                self._mark_exited(c, None, notify=False)
+            else:
+                c.exited.set()
+        return [c.status() for c in self._containers.values()]
+
+    def log_path(self, container_id: str, attempt: int) -> Path:
+        pod_uid, name = self._names.get(container_id) or self._split_id(container_id)
+        return self.log_dir / pod_uid / name / f"{attempt}.log"
+
+    # --- extras for the agent ----------------------------------------------------------------
+
+    async def enforce_log_limits(self) -> None:
+        """Cap each running container's log with copytruncate (to ``<attempt>.log.1``).
+
+        Copy-then-truncate works without telling the process because it writes with
+        O_APPEND: after the truncate its next write lands at the new end (offset 0). Lines
+        written between the copy and the truncate are lost; that is the accepted price.
+        """
+        for c in list(self._containers.values()):
+            if c.state != "running":
+                continue
+            try:
+                size = c.log_path.stat().st_size
+            except OSError:
+                continue
+            if size > self.log_max_bytes:
+                await asyncio.to_thread(_copytruncate, c.log_path)
+
+    def remove_logs(self, pod_uid: str) -> None:
+        """Delete every log of a pod (all containers, all attempts): the pod is gone."""
+        _check_safe("pod uid", pod_uid)
+        shutil.rmtree(self.log_dir / pod_uid, ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop watching (remove pidfd readers, cancel polls) but leave processes running.
+
+        What an agent does on shutdown: the containers outlive it, and the next driver
+        instance re-adopts them with recover().
+        """
+        for c in self._containers.values():
+            self._detach(c)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _get(self, container_id: str) -> _Container:
+        c = self._containers.get(container_id)
+        if c is None:
+            raise DriverError(f"no such container: {container_id}")
+        return c
+
+    @staticmethod
+    def _split_id(container_id: str) -> tuple[str, str]:
+        """Fallback for ids this instance never saw: pod UIDs and DNS names contain no ``_``."""
+        pod_uid, sep, name = container_id.partition("_")
+        if not sep:
+            raise DriverError(f"no such container: {container_id}")
+        _check_safe("pod uid", pod_uid)
+        _check_safe("container name", name)
+        return pod_uid, name
+
+    def _state_path(self, container_id: str) -> Path:
+        return self.state_dir / f"{container_id}.json"
+
+    def _save(self, c: _Container) -> None:
+        try:
+            pu.write_json_atomic(self._state_path(c.container_id), c.to_state())
+        except OSError as exc:
+            log.error("cannot write state of %s: %s", c.container_id, exc)
+
+    def _assign_ports(
+        self, cid: str, ports: builtins.list[PortRequest], previous: _Container | None
+    ) -> dict[int, int]:
+        """Pick host ports, reusing the previous attempt's where still free (stable endpoints).
+
+        Ports held by other running containers are never handed out; those remembered for
+        exited ones are avoided too, so their restart can get them back.
+        """
+        held: set[int] = set()
+        remembered: set[int] = set()
+        for other in self._containers.values():
+            if other.container_id == cid:
+                continue
+            remembered.update(other.host_ports.values())
+            if other.state == "running":
+                held.update(other.host_ports.values())
+        before = previous.host_ports if previous is not None else {}
+        result: dict[int, int] = {}
+        for req in ports:
+            if req.container_port in result:
+                continue
+            want = before.get(req.container_port)
+            if want and want not in held and want not in result.values() and pu.port_is_free(want):
+                result[req.container_port] = want
+            else:
+                avoid = held | remembered | set(result.values())
+                result[req.container_port] = pu.allocate_port(avoid)
+        return result
+
+    def _build_env(self, config: ContainerConfig, host_ports: dict[int, int]) -> dict[str, str]:
+        """Host basics, then pod identity, then ports, then the user's env (which wins)."""
+        env = pu.base_host_env(os.environ)
+        env["HOSTNAME"] = config.pod_name
+        env["SHOAL_POD_NAME"] = config.pod_name
+        env["SHOAL_POD_NAMESPACE"] = config.namespace
+        env["SHOAL_POD_UID"] = config.pod_uid
+        env["SHOAL_HOST_IP"] = self.host_ip
+        if config.ports:
+            env["PORT"] = str(host_ports[config.ports[0].container_port])
+        for req in config.ports:
+            if req.name:
+                env[pu.port_env_name(req.name)] = str(host_ports[req.container_port])
+        env.update(config.env)
+        return env
+
+    def _leader_is_ours(self, c: _Container) -> bool:
+        """May we signal group ``c.pid``? Our unreaped child always; else the start time must
+        still match (a zombie leader counts: it still pins the group id)."""
+        if c.pid is None:
+            return False
+        if c.popen is not None:
+            return c.popen.returncode is None
+        return pu.is_same_process(c.pid, c.start_ticks)
+
+    def _snapshot_group(self, c: _Container) -> None:
+        """For adopted processes only: remember group members while the group is surely ours,
+        so they can be finished off (by pid + start time) once the leader is gone."""
+        if c.popen is None and c.pid is not None:
+            known = set(c.stragglers)
+            c.stragglers.extend(m for m in pu.group_members(c.pid) if m not in known)
+
+    def _watch(self, c: _Container) -> None:
+        """Get told when ``c`` exits: pidfd + add_reader, else a polling task."""
+        assert c.pid is not None
+        if self._use_pidfd:
+            try:
+                fd = os.pidfd_open(c.pid)
+            except ProcessLookupError:
+                self._check_exit(c)
+                return
+            except OSError as exc:
+                log.debug("pidfd_open unavailable (%s); polling %s", exc, c.container_id)
+            else:
+                # The pidfd now pins one process; re-check it is the one we mean.
+                if c.popen is None and not pu.is_same_process(c.pid, c.start_ticks):
+                    os.close(fd)
+                    self._check_exit(c)
+                    return
+                c.pidfd = fd
+                asyncio.get_running_loop().add_reader(fd, self._check_exit, c)
+                return
+        c.poll_task = asyncio.get_running_loop().create_task(self._poll(c))
+
+    async def _poll(self, c: _Container) -> None:
+        while not self._check_exit(c):
+            await asyncio.sleep(self._poll_interval)
+
+    def _detach(self, c: _Container) -> None:
+        if c.pidfd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(c.pidfd)
+            with contextlib.suppress(OSError):
+                os.close(c.pidfd)
+            c.pidfd = None
+        task, c.poll_task = c.poll_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _check_exit(self, c: _Container) -> bool:
+        """If ``c``'s process has exited: clean up its group, reap it, record the exit.
+        Returns True once the container is exited."""
+        if c.state != "running" or c.pid is None:
+            self._detach(c)
+            return True
+        code: int | None
+        if c.popen is not None:
+            try:
+                res = os.waitid(os.P_PID, c.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                res = None
+                code = None  # reaped behind our back; status lost
+            else:
+                if res is None:
+                    return False
+                code = pu.exit_code_from_waitid(res)
+                # The leader is an unreaped zombie, so the group id cannot have been reused.
+                pu.signal_group(c.pid, signal.SIGKILL)
+            c.popen.poll()  # reap
+        else:
+            if pu.is_running(c.pid, c.start_ticks):
+                return False
+            code = None  # not our child: its exit status is not ours to read
+            for pid, ticks in c.stragglers:
+                pu.kill_if_same(pid, ticks, signal.SIGKILL)
+            if pu.is_same_process(c.pid, c.start_ticks):
+                # Only reaps if we are its parent/subreaper; avoids leaving a zombie.
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(c.pid, os.WNOHANG)
+        self._mark_exited(c, code)
+        return True
+
+    def _mark_exited(self, c: _Container, code: int | None, *, notify: bool = True) -> None:
+        self._detach(c)
+        c.state = "exited"
+        c.exit_code = code
+        c.reason = "Unknown" if code is None else ("Completed" if code == 0 else "Error")
+        c.finished_at = self._clock.now()
+        c.stragglers = []
+        self._save(c)
+        c.exited.set()
+        log.info("%s exited code=%s reason=%s", c.container_id, code, c.reason)
+        if notify and self.on_exit is not None:
+            try:
+                self.on_exit(c.status())
+            except Exception:
+                log.exception("on_exit hook failed for %s", c.container_id)
+
+
+def _copytruncate(path: Path) -> None:
+    """Copy ``path`` to ``path.1`` (atomically replacing it), then empty ``path``."""
+    rotated = path.with_name(path.name + ".1")
+    tmp = path.with_name(path.name + ".1.tmp")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, rotated)
+    os.truncate(path, 0)
