@@ -1,6 +1,5 @@
 """Run only the API server (no scheduler/controllers) for benchmarks: _apiserver.py DIR PORT."""
 
-import asyncio
 import sys
 from pathlib import Path
 

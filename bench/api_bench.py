@@ -58,7 +58,9 @@ async def gets(port: int, n: int, conc: int, names: list[str]) -> float:
 
     async def worker(c: RawHTTP) -> None:
         for i in counter:
-            status, _ = await c.request("GET", f"/api/v1/namespaces/default/pods/{names[i % len(names)]}")
+            status, _ = await c.request(
+                "GET", f"/api/v1/namespaces/default/pods/{names[i % len(names)]}"
+            )
             assert status == 200
 
     t0 = time.perf_counter()
@@ -93,7 +95,9 @@ async def watch_latency(port: int, watchers: int, events: int) -> list[float]:
     async def watcher() -> None:
         nonlocal ready
         r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"GET /api/v1/namespaces/bench-watch/services?watch=true HTTP/1.1\r\nHost: x\r\n\r\n")
+        w.write(
+            b"GET /api/v1/namespaces/bench-watch/services?watch=true HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         while (await r.readline()) not in (b"\r\n", b""):
             pass
         ready += 1
@@ -114,7 +118,11 @@ async def watch_latency(port: int, watchers: int, events: int) -> list[float]:
 
     c = RawHTTP("127.0.0.1", port)
     await c.connect()
-    await c.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-watch"}})
+    await c.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-watch"}},
+    )
     tasks = [asyncio.create_task(watcher()) for _ in range(watchers)]
     while ready < watchers:
         await asyncio.sleep(0.05)
@@ -146,7 +154,9 @@ def main() -> None:
 
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_apiserver.py"), tmp, str(port)])
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "_apiserver.py"), tmp, str(port)]
+        )
         try:
             import httpx
 
@@ -157,7 +167,9 @@ def main() -> None:
                 except httpx.HTTPError:
                     time.sleep(0.1)
             cps = asyncio.run(creates(port, args.creates, args.concurrency, "c"))
-            print(f"creates/s        {cps:8.0f}   ({args.creates} pods, {args.concurrency} connections)")
+            print(
+                f"creates/s        {cps:8.0f}   ({args.creates} pods, {args.concurrency} connections)"
+            )
             names = [f"c-{i}" for i in range(args.creates)]
             gps = asyncio.run(gets(port, args.gets, args.concurrency, names))
             print(f"gets/s           {gps:8.0f}   ({args.gets} gets)")
