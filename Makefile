@@ -4,32 +4,39 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYS_STAMP := $(VENV)/.system-packages
+SYS_STAMP := .make/system-packages
+# Packages the tests and the quickstart use. (Later issues add runc, CNI plugins, nftables...)
 SYS_PACKAGES := iproute2 procps
 
 .PHONY: run test venv system lint typecheck unit bench clean
 
-$(BIN)/python:
+# System packages via apt, only when root and apt exists (CI is root); otherwise we assume
+# they are present. python3-venv is added when the interpreter cannot create a venv.
+$(SYS_STAMP): Makefile
+	@mkdir -p $(dir $@)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(SYS_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	fi
+	@touch $@
+
+system: $(SYS_STAMP)
+
+$(BIN)/python: | $(SYS_STAMP)
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@
+	@touch $@
 
 venv: $(STAMP)
 
-# System packages only when root and apt is present (CI is root); otherwise assume they exist.
-$(SYS_STAMP): | $(BIN)/python
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in $(SYS_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
-	fi
-	touch $@
-
-system: $(SYS_STAMP)
-
-run: venv system
+run: system venv
 	$(BIN)/shoal up -f examples/quickstart.yaml
 
 lint: venv
@@ -43,11 +50,11 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-test: venv system lint typecheck
+test: system venv lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: venv
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .make .mypy_cache .ruff_cache .pytest_cache
