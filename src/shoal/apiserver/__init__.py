@@ -2,7 +2,7 @@
 
 from shoal.apiserver._app import APIServer, build_app, parse_path
 from shoal.apiserver._registry import Registry, make_predicate
-from shoal.apiserver._serve import DEFAULT_PORT, serve_api
+from shoal.apiserver._serve import DEFAULT_PORT, serve_api, serve_data_dir
 
 __all__ = [
     "DEFAULT_PORT",
@@ -12,4 +12,5 @@ __all__ = [
     "make_predicate",
     "parse_path",
     "serve_api",
+    "serve_data_dir",
 ]

@@ -1,0 +1,323 @@
+"""The long-running commands: `shoal up` (all-in-one), `shoal server`, `shoal agent`.
+
+All three run the same components over loopback HTTP; `up` simply runs them in one process
+and one event loop (ARCHITECTURE.md, principle 1). Ctrl-C (SIGINT) or SIGTERM stops them in
+order: agent first (in `up` it stops every pod it started), then controllers, scheduler and
+the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shoal.agent import Agent, AgentConfig
+from shoal.apiserver import DEFAULT_PORT, serve_data_dir
+from shoal.client import Client, server_url
+from shoal.controllers import ControllerManager
+from shoal.scheduler import Scheduler
+
+console = Console()
+log = logging.getLogger("shoal")
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("shoal"))
+
+
+def default_node_name() -> str:
+    name = socket.gethostname().split(".")[0].lower()
+    cleaned = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in name).strip("-")
+    return cleaned or "node"
+
+
+def run_async(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main(stop)`` on uvloop when available; SIGINT/SIGTERM set ``stop``."""
+
+    async def wrapper() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(wrapper())
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(wrapper())
+
+
+async def _supervise(named: dict[str, Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run components until ``stop`` is set or one of them fails, then cancel them in the
+    reverse of their start order."""
+    tasks = {name: asyncio.ensure_future(aw) for name, aw in named.items()}
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait(
+            [stopper, *tasks.values()], return_when=asyncio.FIRST_COMPLETED
+        )
+        for name, t in tasks.items():
+            if t in done and not t.cancelled() and t.exception() is not None:
+                log.error("%s failed: %s", name, t.exception())
+    finally:
+        stopper.cancel()
+        for name in reversed(list(tasks)):
+            t = tasks[name]
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def _wait_started(server_task: asyncio.Future[None], started: asyncio.Event) -> None:
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(started.wait())
+    pending: list[asyncio.Future[Any]] = [server_task, waiter]
+    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    if server_task.done():
+        waiter.cancel()
+        server_task.result()
+        raise RuntimeError("the API server stopped while starting")
+
+
+def register(app: typer.Typer) -> None:
+    """Add up/server/agent to the CLI app."""
+
+    @app.command()
+    def up(
+        data_dir: Path = typer.Option(
+            None, "--data-dir", help="Where state, logs and pods live (default: the user data dir)."
+        ),
+        api_port: int = typer.Option(
+            DEFAULT_PORT, "--api-port", help="API server port on 127.0.0.1."
+        ),
+        runtime: str = typer.Option("process", "--runtime", help="Runtime driver: process."),
+        files: list[Path] = typer.Option(
+            [], "-f", "--filename", help="Manifests to apply once the cluster runs."
+        ),
+        node_name: str = typer.Option(
+            "", "--node-name", help="Name of this node (default: the host name)."
+        ),
+        node_monitor_grace: float = typer.Option(
+            10.0, help="Seconds without heartbeat before a node is NotReady."
+        ),
+        pod_eviction_timeout: float = typer.Option(
+            20.0, help="Seconds a node stays NotReady before its pods are replaced."
+        ),
+        heartbeat_interval: float = typer.Option(
+            2.0, help="Seconds between the agent's heartbeats."
+        ),
+        verbose: bool = typer.Option(False, "-v", "--verbose"),
+    ) -> None:
+        """Run everything in one process: API server, scheduler, controllers and a node agent."""
+        _configure_logging(verbose)
+        if runtime != "process":
+            raise typer.BadParameter(
+                f'runtime "{runtime}" is not available; this build has: process'
+            )
+        ddir = (data_dir or default_data_dir()).resolve()
+        node = node_name or default_node_name()
+        url = f"http://127.0.0.1:{api_port}"
+
+        async def main(stop: asyncio.Event) -> None:
+            started = asyncio.Event()
+
+            async def on_started() -> None:
+                started.set()
+
+            server = asyncio.ensure_future(
+                serve_data_dir(ddir / "server", "127.0.0.1", api_port, on_started)
+            )
+            try:
+                await _wait_started(server, started)
+            except OSError as exc:
+                console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(1) from None
+            async with Client(url) as client:
+                agent = Agent(client, AgentConfig(node_name=node, data_dir=ddir / "agent",
+                                                  heartbeat_interval=heartbeat_interval,
+                                                  stop_pods_on_exit=True))  # fmt: skip
+                components: dict[str, Awaitable[None]] = {
+                    "scheduler": Scheduler(client).run(),
+                    "controllers": ControllerManager(
+                        client,
+                        node_monitor_grace=node_monitor_grace,
+                        pod_eviction_timeout=pod_eviction_timeout,
+                    ).run(),
+                    "agent": agent.run(),
+                    "welcome": _welcome(client, url, ddir, files, stop),
+                }
+                try:
+                    await _supervise(components, stop)
+                finally:
+                    server.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await server
+            console.print("shoal stopped.")
+
+        run_async(main)
+
+    @app.command()
+    def server(
+        data_dir: Path = typer.Option(None, "--data-dir", help="Where the state store lives."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+        port: int = typer.Option(DEFAULT_PORT, "--port", help="API server port."),
+        node_monitor_grace: float = typer.Option(
+            10.0, help="Seconds without heartbeat before a node is NotReady."
+        ),
+        pod_eviction_timeout: float = typer.Option(
+            20.0, help="Seconds a node stays NotReady before its pods are replaced."
+        ),
+        verbose: bool = typer.Option(False, "-v", "--verbose"),
+    ) -> None:
+        """Run the control plane: API server, scheduler and controllers."""
+        _configure_logging(verbose)
+        ddir = (data_dir or default_data_dir()).resolve()
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+        async def main(stop: asyncio.Event) -> None:
+            started = asyncio.Event()
+
+            async def on_started() -> None:
+                started.set()
+
+            srv = asyncio.ensure_future(serve_data_dir(ddir / "server", host, port, on_started))
+            try:
+                await _wait_started(srv, started)
+            except OSError as exc:
+                console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(1) from None
+            console.print(f"shoal server listening on {url} (data in {ddir})")
+            async with Client(url) as client:
+                try:
+                    await _supervise({
+                        "scheduler": Scheduler(client).run(),
+                        "controllers": ControllerManager(client, node_monitor_grace=node_monitor_grace,
+                                                         pod_eviction_timeout=pod_eviction_timeout).run(),
+                    }, stop)  # fmt: skip
+                finally:
+                    srv.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await srv
+
+        run_async(main)
+
+    @app.command()
+    def agent(
+        server: str = typer.Option(
+            None,
+            "--server",
+            help="API server URL (default: $SHOAL_SERVER or http://127.0.0.1:6440).",
+        ),
+        node_name: str = typer.Option(
+            "", "--node-name", help="Name of this node (default: the host name)."
+        ),
+        data_dir: Path = typer.Option(
+            None, "--data-dir", help="Where this agent keeps pod state and logs."
+        ),
+        address: str = typer.Option(
+            "127.0.0.1", "--address", help="This node's IP, published to the cluster."
+        ),
+        port: int = typer.Option(0, "--port", help="Agent HTTP port (logs); 0 picks a free one."),
+        heartbeat_interval: float = typer.Option(2.0, help="Seconds between heartbeats."),
+        verbose: bool = typer.Option(False, "-v", "--verbose"),
+    ) -> None:
+        """Run a node agent that registers this machine and runs the pods bound to it."""
+        _configure_logging(verbose)
+        node = node_name or default_node_name()
+        ddir = (data_dir or default_data_dir() / f"agent-{node}").resolve()
+
+        async def main(stop: asyncio.Event) -> None:
+            async with Client(server_url(server)) as client:
+                cfg = AgentConfig(node_name=node, data_dir=ddir, address=address, http_port=port,
+                                  heartbeat_interval=heartbeat_interval)  # fmt: skip
+                await _supervise({"agent": Agent(client, cfg).run()}, stop)
+
+        run_async(main)
+
+
+async def _welcome(
+    client: Client, url: str, data_dir: Path, files: list[Path], stop: asyncio.Event
+) -> None:
+    """Apply ``-f`` files, wait for their pods, and tell the user where things answer."""
+    from shoal.cli._apply import apply_paths
+
+    console.print(f"[bold]shoal[/bold] is up: API server {url}, data in {data_dir}")
+    if files:
+        try:
+            for line in await apply_paths(client, [str(f) for f in files]):
+                console.print(f"  {line}")
+        except Exception as exc:  # the cluster keeps running; the user can fix and re-apply
+            console.print(f"[red]error:[/red] {exc}")
+            await stop.wait()
+            return
+        await _wait_for_pods(client, timeout=60)
+        await _print_pods(client)
+    console.print(
+        "\nUse the CLI from another terminal, e.g.:\n"
+        f"  export SHOAL_SERVER={url}\n"
+        "  shoal get pods -o wide\n  shoal get deploy,svc\n  shoal describe deployment hello\n"
+        "  shoal scale deployment hello --replicas 5\n  shoal logs -f <pod>\n"
+        "\nPress Ctrl-C to stop everything."
+    )
+    await stop.wait()
+
+
+async def _wait_for_pods(client: Client, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        pods = await client.pods.list()
+        if pods and all(
+            p.status.phase == "Running"
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions)
+            for p in pods
+            if p.metadata.deletion_timestamp is None
+        ):
+            return
+        await asyncio.sleep(0.25)
+
+
+async def _print_pods(client: Client) -> None:
+    table = Table(title="pods", title_justify="left")
+    for col in ("NAMESPACE", "NAME", "STATUS", "NODE", "ANSWERS AT"):
+        table.add_column(col)
+    for p in sorted(await client.pods.list(), key=lambda p: (p.namespace, p.name)):
+        addrs = [
+            f"http://{p.status.pod_ip}:{port.host_port}/"
+            for cs in p.status.container_statuses
+            for port in cs.ports
+            if port.host_port and p.status.pod_ip
+        ]
+        table.add_row(p.namespace, p.name, p.status.phase, p.spec.node_name or "", " ".join(addrs))
+    console.print(table)
+    for svc in await client.services.list():
+        try:
+            ep = await client.endpoints.get(svc.name, svc.namespace)
+        except Exception:
+            continue
+        targets = [
+            f"{a.ip}:{port.port}" for s in ep.subsets for a in s.addresses for port in s.ports
+        ]
+        console.print(f"service/{svc.name} -> {', '.join(targets) or '(no ready endpoints yet)'}")
+
+
+__all__ = ["default_data_dir", "register", "run_async"]
