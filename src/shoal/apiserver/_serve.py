@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import uvicorn
 
@@ -43,7 +44,9 @@ async def serve_api(
             await asyncio.sleep(0.01)
         if on_started is not None:
             await on_started()
-        await task
+        # Shielded: cancelling us must not cancel uvicorn mid-loop (its shutdown would never
+        # run and the listening socket would stay open); ``finally`` asks it to exit instead.
+        await asyncio.shield(task)
     finally:
         userver.should_exit = True
         if not task.done():
@@ -53,3 +56,24 @@ async def serve_api(
                 task.cancel()
         await server.shutdown()
         logging.getLogger("shoal.apiserver").debug("API server stopped")
+
+
+async def serve_data_dir(
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    on_started: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Open (or create) the SQLite store in ``data_dir`` and serve it until cancelled.
+
+    The one place a process outside the API server package gets a store: callers (``shoal up``,
+    ``shoal server``) hand over a directory, never a store object.
+    """
+    from shoal.store import open_store
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(data_dir / "state.db")
+    try:
+        await serve_api(APIServer(store), host, port, on_started)
+    finally:
+        await store.close()

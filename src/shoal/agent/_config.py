@@ -1,0 +1,61 @@
+"""The agent's settings: one dataclass, a docstring on every field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class AgentConfig:
+    """How one node agent runs. Only ``node_name`` and ``data_dir`` have no default."""
+
+    node_name: str
+    """Name of the Node object this agent registers and the pods it runs (spec.nodeName)."""
+
+    data_dir: Path
+    """Where the runtime keeps container state and logs; reuse it across restarts so the next
+    agent can adopt the containers still running."""
+
+    address: str = "127.0.0.1"
+    """The node's InternalIP: the agent's HTTP endpoint binds here, and pods are reported at
+    this IP (status.podIP = status.hostIP), since process containers share the host network."""
+
+    http_port: int = 0
+    """Port of the agent HTTP endpoint (container logs, health); 0 picks a free port, which is
+    then published on the Node as daemonEndpoints.kubeletEndpoint.Port."""
+
+    heartbeat_interval: float = 2.0
+    """Seconds between Node status heartbeats (the Ready condition's lastHeartbeatTime)."""
+
+    labels: dict[str, str] = field(default_factory=dict)
+    """Extra Node labels (on top of kubernetes.io/hostname, os, arch and shoal.dev/runtime)."""
+
+    runtime: str = "process"
+    """Runtime driver name; published as the ``shoal.dev/runtime`` label."""
+
+    stop_pods_on_exit: bool = False
+    """Stop every container when the agent stops (the all-in-one ``shoal up``). False leaves
+    them running for the next agent on the same data_dir to adopt, as a kubelet restart does."""
+
+    backoff_initial: float = 10.0
+    """First crash-loop back-off delay in seconds; it doubles on each further restart."""
+
+    backoff_cap: float = 300.0
+    """Longest crash-loop back-off delay in seconds."""
+
+    backoff_reset_after: float = 600.0
+    """A container that ran at least this long before exiting restarts with a fresh back-off."""
+
+    log_max_bytes: int = 10 * 1024 * 1024
+    """A running container's log is rotated (copytruncate) once it grows past this size."""
+
+    housekeeping_interval: float = 5.0
+    """Seconds between log-size checks and sweeps for orphaned containers."""
+
+    status_coalesce: float = 0.05
+    """Pod status changes within this many seconds are written as one update."""
+
+    force_kill_grace: float = 2.0
+    """Grace period for containers whose pod object is already gone (force-deleted, or deleted
+    while the agent was down): nobody is waiting for a graceful exit any more."""

@@ -1,0 +1,523 @@
+"""One asyncio task per pod: start its containers through the driver, notice exits, restart
+them per restartPolicy with back-off, run probes, stop them on deletion, and hand the
+derived status to the reporter.
+
+Level-triggered like the kubelet's pod workers: every wake-up (a new copy of the pod, a
+container exit, a probe result, a back-off timer) runs one ``_sync`` that compares what
+should run with what runs. The status arithmetic lives in ``_status`` (pure); this module is
+the shell that does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from shoal._util import Backoff, Clock, format_time
+from shoal.agent._config import AgentConfig
+from shoal.agent._probes import ProbeOutcome, Prober, ProbeTarget, probe_loop, run_check
+from shoal.agent._reporter import StatusReporter
+from shoal.agent._spec import container_config, probe_env
+from shoal.agent._status import (
+    UNKNOWN_EXIT_CODE,
+    ContainerRecord,
+    Termination,
+    backoff_message,
+    build_pod_status,
+    is_terminal,
+    pod_display_name,
+    restart_delay,
+    should_restart,
+)
+from shoal.api import Container, Pod, PodPhase, PodStatus, Probe, get_condition
+from shoal.client import Client
+from shoal.errors import (
+    APIStatusError,
+    ConflictError,
+    DriverError,
+    NotFoundError,
+    ServerUnreachableError,
+)
+from shoal.runtime import ContainerStatus as RuntimeStatus
+from shoal.runtime import Driver
+
+log = logging.getLogger("shoal.agent.pod")
+
+EventSink = Callable[[Pod, str, str, str], None]
+"""(pod, reason, message, type) -> records an Event in the background."""
+
+
+@dataclass
+class WorkerContext:
+    """What every pod worker shares with the agent."""
+
+    config: AgentConfig
+    driver: Driver
+    client: Client
+    reporter: StatusReporter
+    clock: Clock
+    http: httpx.AsyncClient
+    """For httpGet probes (one connection pool for all of them)."""
+    emit: EventSink
+    remove_logs: Callable[[str], None]
+    resync_interval: float = 5.0
+    """Longest sleep between syncs; also how often a driver without exit hooks is polled."""
+
+
+def termination_of(st: RuntimeStatus) -> Termination:
+    """A runtime exit as a Termination; an unobserved exit code (the process was adopted
+    after an agent restart, so it was not our child) is reported as Kubernetes reports a
+    lost container: 137, ContainerStatusUnknown."""
+    if st.exit_code is None:
+        return Termination(
+            UNKNOWN_EXIT_CODE,
+            "ContainerStatusUnknown",
+            st.started_at,
+            st.finished_at,
+            st.container_id,
+            "The container's exit status could not be observed (it was adopted after an "
+            "agent restart)",
+        )
+    reason = st.reason or ("Completed" if st.exit_code == 0 else "Error")
+    return Termination(st.exit_code, reason, st.started_at, st.finished_at, st.container_id)
+
+
+class PodWorker:
+    """Drives one pod (one uid) on this node. ``run()`` returns once the pod is torn down."""
+
+    def __init__(self, ctx: WorkerContext, pod: Pod, recovered: list[RuntimeStatus]) -> None:
+        self.ctx = ctx
+        self.pod = pod
+        self.uid = pod.metadata.uid or ""
+        self.finished = False
+        self._gone = False
+        self._wake = asyncio.Event()
+        self._probes: dict[str, list[asyncio.Task[None]]] = {}
+        self._liveness_failed: set[str] = set()
+        self._liveness_killed: set[str] = set()
+        self._terminal: PodPhase | None = (
+            pod.status.phase if is_terminal(pod.status.phase) else None
+        )
+        self._previous = pod.status.model_copy(deep=True)
+        self._submitted: dict[str, object] | None = None
+        self._start_time = pod.status.start_time or format_time(ctx.clock.now())
+        self._initial_exits: dict[str, Termination] = {}
+        self._adopted: set[str] = set()
+        self.records: dict[str, ContainerRecord] = {}
+        self._extra: list[RuntimeStatus] = []
+        self._seed(recovered)
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    @property
+    def display(self) -> str:
+        return pod_display_name(self.pod.metadata.name, self.pod.namespace or "default", self.uid)
+
+    def update(self, pod: Pod) -> None:
+        """A newer copy of the pod from the informer."""
+        self.pod = pod
+        self.wake()
+
+    def vanish(self) -> None:
+        """The pod object is gone (force-deleted, or deleted while we were away)."""
+        self._gone = True
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- seeding from a previous agent -------------------------------------------------------
+
+    def _seed(self, recovered: list[RuntimeStatus]) -> None:
+        """Rebuild the records from the pod's reported status and the runtime's recovered
+        containers, so an agent restart neither restarts nor recounts anything."""
+        reported = {cs.name: cs for cs in self.pod.status.container_statuses}
+        by_name = {st.name: st for st in recovered}
+        for spec in self.pod.spec.containers:
+            rec = ContainerRecord(name=spec.name, image=spec.image or "")
+            prev = reported.get(spec.name)
+            if prev is not None:
+                rec.restart_count = prev.restart_count
+                if prev.container_id:
+                    rec.container_id = prev.container_id.split("://", 1)[-1]
+                rec.host_ports = {
+                    p.container_port: p.host_port for p in prev.ports if p.host_port is not None
+                }
+                if prev.last_state.terminated is not None:
+                    rec.last_termination = Termination.from_api(prev.last_state.terminated)
+                if self._terminal and prev.state.terminated is not None:
+                    rec.terminated = Termination.from_api(prev.state.terminated)
+            st = by_name.pop(spec.name, None)
+            if st is not None:
+                # Attempt N is restart N; the larger count survives a status write that was
+                # lost when the previous agent stopped.
+                rec.restart_count = max(rec.restart_count, st.attempt)
+                rec.attempt = st.attempt
+                rec.container_id = st.container_id
+                rec.host_ports = dict(st.host_ports)
+                if st.state == "running":
+                    rec.running_since = st.started_at or self.ctx.clock.now()
+                    rec.ready = bool(prev and prev.ready)
+                    self._adopted.add(spec.name)
+                elif st.state == "exited" and not self._terminal:
+                    self._initial_exits[spec.name] = termination_of(st)
+            elif prev is not None and not self._terminal:
+                if prev.state.terminated is not None:
+                    self._initial_exits[spec.name] = Termination.from_api(prev.state.terminated)
+                elif prev.state.running is not None:
+                    self._initial_exits[spec.name] = Termination(
+                        UNKNOWN_EXIT_CODE,
+                        "ContainerStatusUnknown",
+                        message="The container could not be located when the agent restarted",
+                    )
+                elif prev.last_state.terminated is not None:
+                    rec.restart_pending = True
+            self.records[spec.name] = rec
+        self._extra = list(by_name.values())
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while not self.finished:
+                self._wake.clear()
+                try:
+                    await self._sync()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("sync of pod %s failed; retrying", self.display)
+                    await asyncio.sleep(1.0)
+                if not self.finished:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._next_deadline())
+        finally:
+            self._cancel_probes()
+
+    def _next_deadline(self) -> float:
+        now = self.ctx.clock.monotonic()
+        wait = self.ctx.resync_interval
+        if self._terminal is None and not self.pod.metadata.deletion_timestamp:
+            for rec in self.records.values():
+                if not rec.running and not rec.done:
+                    wait = min(wait, rec.next_start - now)
+        return max(wait, 0.01)
+
+    async def _sync(self) -> None:
+        if self._gone:
+            await self._stop_all(self.ctx.config.force_kill_grace, announce=False)
+            await self._cleanup()
+            return
+        if self.pod.metadata.deletion_timestamp:
+            await self._terminate()
+            return
+        if self._extra:
+            extra, self._extra = self._extra, []
+            await asyncio.gather(*(self._discard(st) for st in extra))
+        await self._refresh()
+        for name in list(self._liveness_failed):
+            self._liveness_failed.discard(name)
+            rec = self.records[name]
+            if rec.running:
+                self.ctx.emit(
+                    self.pod,
+                    "Killing",
+                    f"Container {name} failed liveness probe, will be restarted",
+                    "Normal",
+                )
+                self._liveness_killed.add(name)
+                await self._stop_one(rec, self._grace(), final=False)
+        if self._terminal is None:
+            for spec in self.pod.spec.containers:
+                await self._reconcile(self.records[spec.name], spec)
+        elif any(rec.running for rec in self.records.values()):
+            await self._stop_all(self._grace())
+        self._publish()
+
+    async def _refresh(self) -> None:
+        """Notice exits (the driver's exit hook only wakes us; inspect is the truth)."""
+        for name, term in self._initial_exits.items():
+            self._on_exited(self.records[name], term)
+        self._initial_exits.clear()
+        for spec in self.pod.spec.containers:
+            rec = self.records[spec.name]
+            if not rec.running or rec.container_id is None:
+                continue
+            if spec.name in self._adopted:
+                self._adopted.discard(spec.name)
+                self._start_probes(rec, spec, adopted=True)
+            try:
+                st = await self.ctx.driver.inspect(rec.container_id)
+            except DriverError:
+                self._on_exited(
+                    rec,
+                    Termination(
+                        UNKNOWN_EXIT_CODE,
+                        "ContainerStatusUnknown",
+                        started_at=rec.running_since,
+                        container_id=rec.container_id,
+                        message="The runtime lost track of the container",
+                    ),
+                )
+                continue
+            if st.state != "running" and st.attempt == rec.attempt:
+                self._on_exited(rec, termination_of(st))
+
+    def _on_exited(self, rec: ContainerRecord, term: Termination) -> None:
+        """Record an exit and decide: restart (after back-off) or done for good."""
+        self._cancel_probes(rec.name)
+        rec.running_since = None
+        rec.ready = False
+        killed = rec.name in self._liveness_killed
+        self._liveness_killed.discard(rec.name)
+        cfg = self.ctx.config
+        ran = (term.finished_at or 0.0) - (term.started_at or 0.0)
+        if term.started_at is not None and ran >= cfg.backoff_reset_after:
+            rec.backoff_steps = 0
+        policy = self.pod.spec.restart_policy
+        if self._terminal is None and should_restart(policy, term.exit_code, killed):
+            rec.last_termination = term
+            rec.terminated = None
+            rec.restart_pending = True
+            delay = restart_delay(rec.backoff_steps, cfg.backoff_initial, cfg.backoff_cap)
+            rec.backoff_steps += 1
+            rec.next_start = self.ctx.clock.monotonic() + delay
+            if delay > 0:
+                rec.waiting_reason = "CrashLoopBackOff"
+                rec.waiting_message = backoff_message(delay, rec.name, self.display)
+                self.ctx.emit(
+                    self.pod,
+                    "BackOff",
+                    f"Back-off restarting failed container {rec.name} in pod {self.display}",
+                    "Warning",
+                )
+            else:
+                rec.waiting_reason, rec.waiting_message = "ContainerCreating", None
+        else:
+            rec.terminated = term
+
+    async def _reconcile(self, rec: ContainerRecord, spec: Container) -> None:
+        if rec.running or rec.done or self.ctx.clock.monotonic() < rec.next_start:
+            return
+        count = rec.restart_count + (1 if rec.restart_pending else 0)
+        attempt = count if rec.attempt is None else max(count, rec.attempt + 1)
+        try:
+            st = await self.ctx.driver.start(container_config(self.pod, spec, attempt))
+        except DriverError as exc:
+            cfg = self.ctx.config
+            delay = restart_delay(max(1, rec.backoff_steps), cfg.backoff_initial, cfg.backoff_cap)
+            rec.backoff_steps += 1
+            rec.next_start = self.ctx.clock.monotonic() + delay
+            rec.waiting_reason, rec.waiting_message = "RunContainerError", str(exc)
+            self.ctx.emit(self.pod, "Failed", f"Error: {exc}", "Warning")
+            return
+        rec.restart_count = count
+        rec.restart_pending = False
+        rec.attempt = st.attempt
+        rec.container_id = st.container_id
+        rec.running_since = st.started_at or self.ctx.clock.now()
+        rec.host_ports = dict(st.host_ports)
+        rec.waiting_reason, rec.waiting_message = "", None
+        rec.ready = False
+        self._start_probes(rec, spec, adopted=False)
+        self.ctx.emit(self.pod, "Started", f"Started container {spec.name}", "Normal")
+
+    # --- probes ------------------------------------------------------------------------------
+
+    def _start_probes(self, rec: ContainerRecord, spec: Container, *, adopted: bool) -> None:
+        self._cancel_probes(rec.name)
+        clock = self.ctx.clock
+        since = rec.running_since or clock.now()
+        started = clock.monotonic() - max(0.0, clock.now() - since)
+        target = ProbeTarget(
+            container=spec,
+            host_ports=dict(rec.host_ports),
+            env=probe_env(self.pod, spec, rec.host_ports),
+            working_dir=spec.working_dir or "",
+        )
+        tasks: list[asyncio.Task[None]] = []
+        if spec.readiness_probe is None:
+            rec.ready = True
+        else:
+            initial = rec.ready if adopted else False
+            rec.ready = initial
+            tasks.append(
+                self._probe_task(rec, spec.readiness_probe, "Readiness", initial, started, target)
+            )
+        if spec.liveness_probe is not None:
+            tasks.append(
+                self._probe_task(rec, spec.liveness_probe, "Liveness", True, started, target)
+            )
+        self._probes[rec.name] = tasks
+
+    def _probe_task(
+        self,
+        rec: ContainerRecord,
+        probe: Probe,
+        kind: str,
+        initial: bool,
+        started: float,
+        target: ProbeTarget,
+    ) -> asyncio.Task[None]:
+        prober = Prober(probe, started=started, initial=initial, clock=self.ctx.clock)
+        attempt = rec.attempt
+
+        def on_result(result: bool, changed: bool, outcome: ProbeOutcome) -> None:
+            if rec.attempt != attempt or not rec.running:
+                return
+            if not outcome.ok and prober.failures == max(1, probe.failure_threshold):
+                self.ctx.emit(
+                    self.pod, "Unhealthy", f"{kind} probe failed: {outcome.message}", "Warning"
+                )
+            if not changed:
+                return
+            if kind == "Readiness":
+                rec.ready = result
+                self.wake()
+            elif not result:
+                self._liveness_failed.add(rec.name)
+                self.wake()
+
+        async def check() -> ProbeOutcome:
+            return await run_check(probe, target, self.ctx.http)
+
+        return asyncio.create_task(
+            probe_loop(prober, check, on_result), name=f"probe-{kind}-{self.uid}-{rec.name}"
+        )
+
+    def _cancel_probes(self, name: str | None = None) -> None:
+        names = [name] if name is not None else list(self._probes)
+        for n in names:
+            for task in self._probes.pop(n, []):
+                task.cancel()
+
+    # --- stopping and deletion ---------------------------------------------------------------
+
+    def _grace(self) -> float:
+        meta = self.pod.metadata
+        if meta.deletion_grace_period_seconds is not None:
+            return float(meta.deletion_grace_period_seconds)
+        return float(self.pod.spec.termination_grace_period_seconds)
+
+    async def _stop_one(self, rec: ContainerRecord, grace: float, *, final: bool) -> None:
+        """Stop one running container; ``final`` means it stays stopped (no restart)."""
+        self._cancel_probes(rec.name)
+        assert rec.container_id is not None
+        try:
+            st = await self.ctx.driver.stop(rec.container_id, grace)
+        except DriverError as exc:
+            log.warning("stopping %s of pod %s failed: %s", rec.name, self.display, exc)
+            return
+        if st.state == "running":
+            return
+        term = termination_of(st)
+        if final:
+            rec.running_since = None
+            rec.ready = False
+            rec.terminated = term
+        else:
+            self._on_exited(rec, term)
+
+    async def _stop_all(self, grace: float, *, announce: bool = True) -> None:
+        running = [r for r in self.records.values() if r.running and r.container_id]
+        for rec in running:
+            if announce:
+                self.ctx.emit(self.pod, "Killing", f"Stopping container {rec.name}", "Normal")
+        await asyncio.gather(*(self._stop_one(r, grace, final=True) for r in running))
+
+    async def _terminate(self) -> None:
+        """Graceful deletion: stop with the pod's grace, then finish the deletion on the
+        server (grace 0, uid precondition) as the kubelet does, then forget the pod."""
+        await self._stop_all(self._grace())
+        if any(r.running for r in self.records.values()):
+            return  # a stop failed; the next sync tries again
+        backoff = Backoff(0.2, 5.0, jitter=0.2)
+        meta = self.pod.metadata
+        while not self._gone:
+            try:
+                await self.ctx.client.pods.delete(
+                    meta.name, meta.namespace, grace_period_seconds=0, uid=self.uid
+                )
+                break
+            except (NotFoundError, ConflictError):
+                break  # gone already, or the name now belongs to a new pod
+            except (ServerUnreachableError, APIStatusError) as exc:
+                log.debug("deleting pod %s: %s; retrying", self.display, exc)
+                await asyncio.sleep(backoff.next())
+        await self._cleanup()
+
+    async def _discard(self, st: RuntimeStatus) -> None:
+        """A runtime container that belongs to no container of the spec: stop and forget."""
+        with contextlib.suppress(DriverError):
+            if st.state == "running":
+                await self.ctx.driver.stop(st.container_id, self.ctx.config.force_kill_grace)
+            await self.ctx.driver.remove(st.container_id)
+
+    async def _cleanup(self) -> None:
+        """The pod is gone for good: drop runtime state and logs, stop reporting it."""
+        self._cancel_probes()
+        for rec in self.records.values():
+            if rec.container_id is not None and not rec.running:
+                with contextlib.suppress(DriverError):
+                    await self.ctx.driver.remove(rec.container_id)
+        if not any(r.running for r in self.records.values()):
+            with contextlib.suppress(DriverError, OSError):
+                self.ctx.remove_logs(self.uid)
+        self.ctx.reporter.forget(self.uid)
+        self.finished = True
+
+    # --- status ------------------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        status = self.current_status()
+        if is_terminal(status.phase):
+            self._terminal = status.phase
+        data = status.to_dict()
+        self._previous = status
+        if data != self._submitted:
+            self._submitted = data
+            self.ctx.reporter.submit(self.pod, data)
+
+    def current_status(self) -> PodStatus:
+        return build_pod_status(
+            policy=self.pod.spec.restart_policy,
+            containers=self.pod.spec.containers,
+            records=self.records,
+            previous=self._previous,
+            scheduled=get_condition(self.pod.status.conditions, "PodScheduled"),
+            address=self.ctx.config.address,
+            start_time=self._start_time,
+            now=self.ctx.clock.now(),
+            terminal_phase=self._terminal,
+        )
+
+    # --- logs --------------------------------------------------------------------------------
+
+    def log_attempt(self, container: str, previous: bool) -> tuple[str, int] | str:
+        """(container_id, attempt) of the log to serve, or why there is none."""
+        rec = self.records.get(container)
+        if rec is None:
+            return f"container {container} is not valid for pod {self.pod.metadata.name}"
+        if rec.attempt is None:
+            return (
+                f'container "{container}" in pod "{self.pod.metadata.name}" is waiting to '
+                f"start: {rec.waiting_reason or 'ContainerCreating'}"
+            )
+        cid = rec.container_id or f"{self.uid}_{container}"
+        if previous:
+            if rec.attempt < 1:
+                return (
+                    f'previous terminated container "{container}" in pod '
+                    f'"{self.pod.metadata.name}" not found'
+                )
+            return cid, rec.attempt - 1
+        return cid, rec.attempt
+
+    def attempt_running(self, container: str, attempt: int) -> bool:
+        rec = self.records.get(container)
+        return rec is not None and rec.running and rec.attempt == attempt and not self.finished
