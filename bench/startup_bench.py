@@ -40,6 +40,7 @@ MANIFEST = {
 
 async def run(url: str, n: int) -> tuple[list[float], float]:
     created: dict[str, float] = {}
+    bound: dict[str, float] = {}
     running: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10, read=None)) as http:
         r = await http.get("/api/v1/namespaces/default/pods")
@@ -56,6 +57,8 @@ async def run(url: str, n: int) -> tuple[list[float], float]:
                     ev = json.loads(line)
                     name = ev["object"]["metadata"]["name"]
                     created.setdefault(name, now)
+                    if ev["object"].get("spec", {}).get("nodeName"):
+                        bound.setdefault(name, now)
                     if (
                         ev["object"].get("status", {}).get("phase") == "Running"
                         and name not in running
@@ -76,6 +79,13 @@ async def run(url: str, n: int) -> tuple[list[float], float]:
         total = time.perf_counter() - t0
         w.cancel()
         lat = [running[k] - created[k] for k in running]
+        sched = [bound[k] - created[k] for k in running if k in bound]
+        start = [running[k] - bound[k] for k in running if k in bound]
+        first = min(created.values()) - t0
+        last_created = max(created.values()) - t0
+        print(f"  created: first {first * 1000:.0f} ms, last {last_created * 1000:.0f} ms after apply")
+        print(f"  created -> bound:   p50 {pct(sched, 50) * 1000:.0f} ms  p99 {pct(sched, 99) * 1000:.0f} ms")
+        print(f"  bound -> Running:   p50 {pct(start, 50) * 1000:.0f} ms  p99 {pct(start, 99) * 1000:.0f} ms")
         await http.delete("/apis/apps/v1/namespaces/default/deployments/bench")
         return lat, total
 

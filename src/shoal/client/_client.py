@@ -6,6 +6,7 @@ this module and nothing else; errors come back as the exceptions of ``shoal.erro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -59,7 +60,10 @@ class Client:
             timeout=timeout,
             transport=transport,
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            trust_env=False,
         )
+        self._events_out: asyncio.Queue[Event] = asyncio.Queue()
+        self._event_sender: asyncio.Task[None] | None = None
         self.namespaces: ResourceClient[Namespace] = ResourceClient(self, Namespace)
         self.nodes: ResourceClient[Node] = ResourceClient(self, Node)
         self.pods: ResourceClient[Pod] = ResourceClient(self, Pod)
@@ -76,6 +80,11 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        await self.flush_events(timeout=2.0)
+        if self._event_sender is not None:
+            self._event_sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._event_sender
         await self._http.aclose()
 
     def resource(self, model: type[T]) -> ResourceClient[T]:
@@ -206,7 +215,8 @@ class Client:
         component: str = "shoal",
         host: str | None = None,
     ) -> None:
-        """Write an Event about ``involved`` (best effort: failures are swallowed)."""
+        """Record an Event about ``involved``. Returns at once; a background task writes it
+        (best effort: failures are swallowed; ``flush_events`` waits for the backlog)."""
         now = format_time(__import__("time").time())
         ev = Event(
             metadata=ObjectMeta(
@@ -228,8 +238,23 @@ class Client:
             source=_EventSource(component=component, host=host),
             reporting_component=component,
         )
-        with contextlib.suppress(APIStatusError, ServerUnreachableError):
-            await self.events.create(ev)
+        self._events_out.put_nowait(ev)
+        if self._event_sender is None or self._event_sender.done():
+            self._event_sender = asyncio.create_task(self._send_events(), name="event-sender")
+
+    async def _send_events(self) -> None:
+        """Drain the event queue one write at a time, as Kubernetes' event broadcaster does:
+        events are best effort and must never hold up scheduling or a pod's start."""
+        while not self._events_out.empty():
+            ev = self._events_out.get_nowait()
+            with contextlib.suppress(APIStatusError, ServerUnreachableError):
+                await self.events.create(ev)
+
+    async def flush_events(self, timeout: float = 5.0) -> None:
+        """Wait (up to ``timeout``) until every recorded event has been sent."""
+        if self._event_sender is not None and not self._event_sender.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._event_sender), timeout)
 
 
 def _decode(resp: httpx.Response) -> Any:

@@ -97,6 +97,7 @@ class Scheduler:
         self._reported: dict[str, str] = {}  # key -> last FailedScheduling message sent
         self._moves = 0  # bumped whenever unschedulable pods are woken; see _park
         self._wake = asyncio.Event()
+        self._binding: dict[str, asyncio.Task[None]] = {}  # key -> in-flight binding cycle
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -114,12 +115,14 @@ class Scheduler:
             log.info("%s: caches synced, %d pods queued", self.name, len(self._active))
             while True:
                 key = await self._pop()
+                if key in self._binding:
+                    continue  # its binding cycle is in flight; the informer will tell
                 pod = self._pods.get(key)
                 if pod is None or not needs_scheduling(pod):
                     self._forget(key)
                     continue
                 try:
-                    await self.schedule_one(pod)
+                    await self.schedule_one(pod, wait_for_bind=False)
                 except (APIStatusError, ServerUnreachableError) as exc:
                     log.warning("%s: scheduling %s failed: %s; will retry", self.name, key, exc)
                     self._retry_later(key)
@@ -127,6 +130,9 @@ class Scheduler:
                     log.exception("%s: scheduling %s failed; will retry", self.name, key)
                     self._retry_later(key)
         finally:
+            for task in list(self._binding.values()):
+                task.cancel()
+            await asyncio.gather(*self._binding.values(), return_exceptions=True)
             await self._pods.stop()
             await self._nodes.stop()
 
@@ -248,14 +254,18 @@ class Scheduler:
                     del self._assumed[key]  # deleted, or the informer caught up
         return Snapshot.build(nodes, [*pods, *self._assumed.values()])
 
-    async def schedule_one(self, pod: Pod) -> ScheduleResult:
+    async def schedule_one(self, pod: Pod, *, wait_for_bind: bool = True) -> ScheduleResult:
         """Try to place ``pod`` once: bind it, or record why it cannot be placed.
+
+        As in Kubernetes, the scheduling cycle (pure, over the snapshot) is separate from the
+        binding cycle (an API write): with ``wait_for_bind=False`` the pod is *assumed* on its
+        node at once, so the next cycle already counts it, and the bind runs in the
+        background. That keeps the queue moving while the API server is busy.
 
         Raises ``APIStatusError``/``ServerUnreachableError`` when the server failed (the pod
         is then neither bound nor parked; ``run`` retries it with back-off). A pod deleted or
         bound by someone else meanwhile is dropped quietly.
         """
-        key = pod.key
         moves_at_start = self._moves
         result = self.framework.schedule(pod, await self.snapshot())
         if result.node_name is None:
@@ -264,14 +274,36 @@ class Scheduler:
         node = result.node_name
         assumed = pod.model_copy(deep=True)
         assumed.spec.node_name = node
-        self._assumed[key] = assumed
+        self._assumed[pod.key] = assumed
+        if wait_for_bind:
+            await self._bind(pod, node)
+        else:
+            task = asyncio.create_task(self._bind_in_background(pod, node))
+            self._binding[pod.key] = task
+        return result
+
+    async def _bind_in_background(self, pod: Pod, node: str) -> None:
+        key = pod.key
+        try:
+            await self._bind(pod, node)
+        except (APIStatusError, ServerUnreachableError) as exc:
+            log.warning("%s: binding %s failed: %s; will retry", self.name, key, exc)
+            self._retry_later(key)
+        except Exception:
+            log.exception("%s: binding %s failed; will retry", self.name, key)
+            self._retry_later(key)
+        finally:
+            self._binding.pop(key, None)
+
+    async def _bind(self, pod: Pod, node: str) -> None:
+        key = pod.key
         try:
             await self.client.bind(pod.name, pod.namespace or "default", node, pod.metadata.uid)
         except (ConflictError, NotFoundError) as exc:
             log.info("%s: not binding %s: %s", self.name, key, exc)
             self._assumed.pop(key, None)
             self._forget(key)
-            return result
+            return
         except BaseException:
             self._assumed.pop(key, None)
             raise
@@ -283,7 +315,6 @@ class Scheduler:
             f"Successfully assigned {pod.namespace or 'default'}/{pod.name} to {node}",
             component=self.name,
         )
-        return result
 
     async def _record_failure(self, pod: Pod, result: ScheduleResult, moves_at_start: int) -> None:
         key = pod.key
