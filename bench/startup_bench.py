@@ -83,9 +83,15 @@ async def run(url: str, n: int) -> tuple[list[float], float]:
         start = [running[k] - bound[k] for k in running if k in bound]
         first = min(created.values()) - t0
         last_created = max(created.values()) - t0
-        print(f"  created: first {first * 1000:.0f} ms, last {last_created * 1000:.0f} ms after apply")
-        print(f"  created -> bound:   p50 {pct(sched, 50) * 1000:.0f} ms  p99 {pct(sched, 99) * 1000:.0f} ms")
-        print(f"  bound -> Running:   p50 {pct(start, 50) * 1000:.0f} ms  p99 {pct(start, 99) * 1000:.0f} ms")
+        print(
+            f"  created: first {first * 1000:.0f} ms, last {last_created * 1000:.0f} ms after apply"
+        )
+        print(
+            f"  created -> bound:   p50 {pct(sched, 50) * 1000:.0f} ms  p99 {pct(sched, 99) * 1000:.0f} ms"
+        )
+        print(
+            f"  bound -> Running:   p50 {pct(start, 50) * 1000:.0f} ms  p99 {pct(start, 99) * 1000:.0f} ms"
+        )
         await http.delete("/apis/apps/v1/namespaces/default/deployments/bench")
         return lat, total
 

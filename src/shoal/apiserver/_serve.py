@@ -71,7 +71,7 @@ async def serve_data_dir(
     """
     from shoal.store import open_store
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, at startup)
     store = open_store(data_dir / "state.db")
     try:
         await serve_api(APIServer(store), host, port, on_started)

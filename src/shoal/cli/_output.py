@@ -214,10 +214,7 @@ def format_endpoints(ep: Endpoints, limit: int = 3) -> str:
 
 def node_status(node: Node) -> str:
     ready = get_condition(node.status.conditions, "Ready")
-    if ready is None:
-        text = "Unknown"
-    else:
-        text = "Ready" if ready.status == "True" else "NotReady"
+    text = "Unknown" if ready is None else "Ready" if ready.status == "True" else "NotReady"
     if node.spec.unschedulable:
         text += ",SchedulingDisabled"
     return text
