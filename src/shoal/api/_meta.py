@@ -7,6 +7,8 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from shoal.api._labels import Selector
+
 Quantity = str | int | float
 IntOrString = int | str
 
@@ -81,9 +83,7 @@ class LabelSelector(Model):
     match_labels: dict[str, str] = Field(default_factory=dict)
     match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
 
-    def to_selector(self) -> Any:
-        from shoal.api._labels import Selector
-
+    def to_selector(self) -> Selector:
         return Selector.from_match(
             self.match_labels, [(e.key, e.operator, e.values) for e in self.match_expressions]
         )

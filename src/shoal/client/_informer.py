@@ -122,6 +122,12 @@ class Informer(Generic[T]):
                 need_list = True
                 await asyncio.sleep(backoff.next())
                 continue
+            except Exception:
+                # A malformed object or line must not freeze the cache for good: relist.
+                log.exception("informer %s: unexpected error; relisting", self.rc.info.plural)
+                need_list = True
+                await asyncio.sleep(backoff.next())
+                continue
 
     def _apply(self, kind: str, obj: T) -> None:
         rv = int(obj.metadata.resource_version or 0)

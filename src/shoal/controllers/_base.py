@@ -237,12 +237,13 @@ class Controller(ABC):
 
 
 async def slow_start_batch(
-    count: int, fn: Callable[[], Awaitable[None]], initial: int = 1
+    count: int, fn: Callable[[], Awaitable[None]], initial: int = 1, max_batch: int = 16
 ) -> tuple[int, Exception | None]:
     """Call ``fn`` ``count`` times in concurrent batches of 1, 2, 4, 8, ... (Kubernetes'
     ``slowStartBatch``): a quota or validation problem then costs one failed request, not
-    a hundred, while a healthy burst still finishes in a few round trips. Stops after the
-    first batch with a failure; returns (successes, first error)."""
+    a hundred, while a healthy burst still finishes in a few round trips. Batches stop
+    growing at ``max_batch`` so one controller cannot take the client's whole connection
+    pool. Stops after the first batch with a failure; returns (successes, first error)."""
     done = 0
     batch = max(1, initial)
     while done < count:
@@ -255,7 +256,7 @@ async def slow_start_batch(
         done += size - len(errors)
         if errors:
             return done, cast(Exception, errors[0])
-        batch *= 2
+        batch = min(batch * 2, max(1, max_batch))
     return done, None
 
 

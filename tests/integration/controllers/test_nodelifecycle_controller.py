@@ -128,6 +128,7 @@ async def test_silent_node_goes_unknown_and_its_pods_move() -> None:
                 return len(now) == 2 and not names & {p.metadata.name for p in pods}
 
             await eventually(replaced)
+            await c.client.flush_events()
             events = await c.client.events.list("default")
             assert any(
                 e.reason == "DeletingAllPods" and e.involved_object.name == "dead" for e in events

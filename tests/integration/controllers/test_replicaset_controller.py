@@ -175,6 +175,7 @@ async def test_many_replicas_created_exactly_once() -> None:
         # Expectations keep a lagging cache from creating extras.
         await asyncio.sleep(0.3)
         assert len(await owned_pods(c.client, rs)) == 40
+        await c.client.flush_events()
         events = [
             e
             for e in await c.client.events.list("default")
@@ -194,3 +195,26 @@ async def test_status_is_written_only_when_it_changes() -> None:
         await asyncio.sleep(0.3)
         after = await c.client.replicasets.get("calm")
         assert int(after.metadata.resource_version or 0) == int(before or 0) + 1
+
+
+async def test_available_only_after_min_ready_seconds() -> None:
+    async with cluster() as c:
+        spec = replicaset("slow", 1)
+        spec.spec.min_ready_seconds = 2
+        rs = await c.client.replicasets.create(spec)
+        pods = await eventually(lambda: _count(c.client, rs, 1))
+        assert isinstance(pods, list)
+        await c.agent.set_status(pods[0].metadata.name)
+
+        async def ready_not_available() -> bool:
+            s = (await c.client.replicasets.get("slow")).status
+            return (s.ready_replicas, s.available_replicas) == (1, 0)
+
+        await eventually(ready_not_available)
+
+        # Nothing else happens to the pod: the controller must look again by itself.
+        async def available() -> bool:
+            s = (await c.client.replicasets.get("slow")).status
+            return s.available_replicas == 1
+
+        await eventually(available, timeout=5)

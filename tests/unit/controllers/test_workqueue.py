@@ -78,6 +78,11 @@ async def test_slow_start_batches_and_stops_on_error() -> None:
     assert (done, err) == (10, None)
     assert max(sizes) == 4  # batches of 1, 2, 4, then the remaining 3
 
+    sizes.clear()
+    done, err = await slow_start_batch(40, ok, max_batch=8)
+    assert (done, err) == (40, None)
+    assert max(sizes) == 8  # 1, 2, 4, 8, 8, 8, 8, 1
+
     calls = 0
 
     async def failing() -> None:
