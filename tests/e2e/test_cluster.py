@@ -248,3 +248,25 @@ spec:
         for c in r.json()["details"]["causes"]
     )
     assert cluster.get_json("/api/v1/namespaces/default/pods")["items"] == []
+
+
+def test_ctrl_c_stops_everything(cluster: Cluster) -> None:
+    import signal
+
+    from tests.e2e.conftest import _start_time
+
+    cluster.cli("apply", "-f", "examples/quickstart.yaml")
+    wait_for(lambda: len(ready_pods(cluster, "app=hello")) == 3, timeout=30, what="3 ready pods")
+    states = [
+        json.loads(p.read_text())
+        for p in cluster.up.data_dir.rglob("*.json")
+        if "start_ticks" in p.read_text()
+    ]
+    running = [
+        (s["pid"], s["start_ticks"]) for s in states if _start_time(s["pid"]) == s["start_ticks"]
+    ]
+    assert len(running) == 3
+    assert cluster.up.stop(signal.SIGINT) == 0
+    assert "shoal stopped." in cluster.up.output()
+    left = [pid for pid, ticks in running if _start_time(pid) == ticks]
+    assert not left, f"container processes left behind: {left}"
