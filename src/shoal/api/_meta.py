@@ -21,12 +21,30 @@ class Model(BaseModel):
     )
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form (camelCase, unset optional fields left out)."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        """The wire form: camelCase, with unset fields and empty lists and maps left out, as
+        Kubernetes' ``omitempty`` JSON does (``labels: {}`` and ``args: []`` say nothing)."""
+        pruned: dict[str, Any] = _prune(
+            self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        )
+        return pruned
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         return cls.model_validate(data)
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            v = _prune(v)
+            if v == {} or v == [] or (k == "name" and v == ""):
+                continue
+            out[k] = v
+        return out
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
 
 
 class OwnerReference(Model):
