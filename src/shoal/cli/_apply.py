@@ -1,19 +1,24 @@
 """Carrying out a checked plan against the server: create what is missing, update what
 differs, leave alone what is already as written -- and say which, like kubectl.
 
-Updates are whole-object PUTs guarded by the live resourceVersion. Fields the cluster owns
-(status, a pod's node, a service's cluster IP, owner references and finalizers set by
-controllers) are carried over from the live object, so re-applying a manifest never undoes
-the scheduler's or the controllers' work.
+Updates are three-way merges, as ``kubectl apply`` does them: every applied object records
+the manifest in the ``kubectl.kubernetes.io/last-applied-configuration`` annotation; the
+next apply starts from the live object, sets what the manifest says, and removes only the
+fields the previous apply set and the manifest no longer has. Fields others own (an
+annotation a controller added, replicas set by ``shoal scale`` when the manifest leaves them
+out, status, a pod's node, a service's cluster IP) are left as they are. Updates are PUTs
+guarded by the live resourceVersion.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shoal.cli._manifest import PlannedObject
+from shoal.api import validate_object
+from shoal.cli._manifest import PlannedObject, normalize
 from shoal.cli._output import object_ref
 from shoal.client import Client
 from shoal.errors import APIStatusError, ConflictError, NotFoundError
@@ -23,6 +28,69 @@ _CARRIED_META = ("ownerReferences", "finalizers")
 _CARRIED_SPEC: dict[str, tuple[str, ...]] = {"Pod": ("nodeName",), "Service": ("clusterIP",)}
 
 Lines = Callable[[list[str]], None]
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def last_applied_of(body: dict[str, Any]) -> str:
+    """The annotation value recording ``body`` (the manifest as written, minus the
+    annotation itself), in a stable compact form."""
+    doc = copy.deepcopy(body)
+    annotations = (doc.get("metadata") or {}).get("annotations") or {}
+    annotations.pop(LAST_APPLIED, None)
+    if not annotations and isinstance(doc.get("metadata"), dict):
+        doc["metadata"].pop("annotations", None)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def with_last_applied(body: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(body)
+    meta = out.setdefault("metadata", {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), LAST_APPLIED: last_applied_of(body)}
+    return out
+
+
+def three_way(last: Any, desired: Any, live: Any) -> Any:
+    """Merge ``desired`` into ``live``: maps merge key by key, keys that ``last`` had and
+    ``desired`` dropped are removed, anything else (scalars, lists) takes ``desired``."""
+    if not isinstance(desired, dict) or not isinstance(live, dict):
+        return copy.deepcopy(desired)
+    out = dict(live)
+    previous = last if isinstance(last, dict) else {}
+    for key, value in desired.items():
+        out[key] = three_way(previous.get(key), value, live.get(key))
+    for key in previous:
+        if key not in desired:
+            out.pop(key, None)
+    return out
+
+
+def merged_object(planned: PlannedObject, live: dict[str, Any]) -> dict[str, Any]:
+    """The object to PUT: the live object with the manifest merged in three ways, then
+    validated and defaulted locally exactly as the server would store it."""
+    live_meta = live.get("metadata") or {}
+    try:
+        last = json.loads((live_meta.get("annotations") or {}).get(LAST_APPLIED) or "{}")
+    except ValueError:
+        last = {}
+    body = with_last_applied(planned.body)
+    base = {k: copy.deepcopy(v) for k, v in live.items() if k != "status"}
+    merged: dict[str, Any] = three_way(last, body, base)
+    meta = merged.setdefault("metadata", {})
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation"):
+        meta.pop(key, None)
+    try:
+        merged = normalize(validate_object(planned.info, merged))
+    except APIStatusError:
+        merged = with_live_fields(planned, live)  # the manifest alone is valid; fall back
+        merged["metadata"].setdefault("annotations", {})[LAST_APPLIED] = last_applied_of(
+            planned.body
+        )
+        return merged
+    merged["metadata"]["resourceVersion"] = live_meta.get("resourceVersion")
+    if "status" in live:
+        merged["status"] = copy.deepcopy(live["status"])
+    return merged
 
 
 def with_live_fields(planned: PlannedObject, live: dict[str, Any]) -> dict[str, Any]:
@@ -82,9 +150,13 @@ async def apply_one(client: Client, planned: PlannedObject, *, dry_run: bool = F
         except NotFoundError:
             if dry_run:
                 return "created"
-            await client.request("POST", info.collection_path(planned.namespace), body=planned.body)
+            await client.request(
+                "POST",
+                info.collection_path(planned.namespace),
+                body=with_last_applied(planned.body),
+            )
             return "created"
-        desired = with_live_fields(planned, live)
+        desired = merged_object(planned, live)
         if not differs(desired, live):
             return "unchanged"
         if dry_run:

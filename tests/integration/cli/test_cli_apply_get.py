@@ -289,3 +289,40 @@ async def test_apply_dry_run_writes_nothing(cli: Cli, client: Client) -> None:
     res = await cli("apply", "--dry-run", "-f", "-", input=PODS)
     assert res.stdout.splitlines() == ["pod/alpha created (dry run)", "pod/beta created (dry run)"]
     assert await client.pods.list() == []
+
+
+NO_REPLICAS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: tw
+  labels: {team: a, tier: web}
+spec:
+  selector: {matchLabels: {app: tw}}
+  template:
+    metadata: {labels: {app: tw}}
+    spec:
+      containers: [{name: c, command: [sleep, "9"], ports: [{name: http, containerPort: 80}]}]
+"""
+
+
+async def test_apply_is_a_three_way_merge(cli: Cli, client: Client) -> None:
+    """Like kubectl apply: what others set survives a re-apply; what the manifest dropped goes."""
+    assert (await cli("apply", "-f", "-", input=NO_REPLICAS)).exit_code == 0
+    dep = await client.deployments.get("tw")
+    assert "kubectl.kubernetes.io/last-applied-configuration" in dep.metadata.annotations
+    # Others change the object: a scale (the manifest has no replicas) and an annotation.
+    await client.scale("Deployment", "tw", 5)
+    await client.deployments.patch("tw", {"metadata": {"annotations": {"owner/note": "kept"}}})
+    again = await cli("apply", "-f", "-", input=NO_REPLICAS)
+    assert again.stdout.splitlines() == ["deployment.apps/tw unchanged"], again.output
+    dep = await client.deployments.get("tw")
+    assert dep.spec.replicas == 5
+    assert dep.metadata.annotations["owner/note"] == "kept"
+    # Dropping a label from the manifest removes it; the others' annotation stays.
+    out = await cli("apply", "-f", "-", input=NO_REPLICAS.replace(", tier: web", ""))
+    assert out.stdout.splitlines() == ["deployment.apps/tw configured"], out.output
+    dep = await client.deployments.get("tw")
+    assert dep.metadata.labels == {"team": "a"}
+    assert dep.metadata.annotations["owner/note"] == "kept"
+    assert dep.spec.replicas == 5
