@@ -25,6 +25,7 @@ from shoal.api import (
 from shoal.errors import (
     BadRequestError,
     ConflictError,
+    FieldError,
     InvalidError,
     NotFoundError,
 )
@@ -70,8 +71,25 @@ def make_predicate(
     return predicate
 
 
+def body_meta(body: JSONObject, kind: str = "object") -> JSONObject:
+    """``body["metadata"]`` as a dict ({} when absent). Raises InvalidError for anything
+    else, so a malformed body is a 422 naming the field, never a 500."""
+    meta = body.get("metadata")
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise InvalidError(
+            f"{kind} is invalid: metadata: Invalid value: must be an object",
+            kind=kind,
+            causes=[
+                FieldError("metadata", "FieldValueInvalid", "Invalid value: must be an object")
+            ],
+        )
+    return meta
+
+
 def _rv(obj: JSONObject) -> int | None:
-    rv = (obj.get("metadata") or {}).get("resourceVersion")
+    rv = body_meta(obj).get("resourceVersion")
     if rv in (None, ""):
         return None
     try:
@@ -218,7 +236,7 @@ class Registry:
     ) -> JSONObject:
         if not isinstance(body, dict):
             raise BadRequestError(f"the body of a {info.kind} must be a JSON object")
-        body_name = (body.get("metadata") or {}).get("name")
+        body_name = body_meta(body, info.kind).get("name")
         if body_name and body_name != name:
             raise BadRequestError(
                 f"the name of the object ({body_name}) does not match the name on the URL ({name})"
@@ -233,8 +251,7 @@ class Registry:
             new = self._admit(info, merged, namespace)
         else:
             body = dict(body)
-            body.setdefault("metadata", {})
-            body["metadata"] = {**body["metadata"], "name": name}
+            body["metadata"] = {**body_meta(body, info.kind), "name": name}
             new = self._admit(info, body, namespace)
             if info.kind in _STATUS_OWNED_BY_SUBRESOURCE or "status" not in body:
                 if "status" in stored:
@@ -282,7 +299,7 @@ class Registry:
             patched = apply(copy.deepcopy(stored))
             if not isinstance(patched, dict):
                 raise BadRequestError("the patched object is not a JSON object")
-            pinned = (patched.get("metadata") or {}).get("resourceVersion")
+            pinned = body_meta(patched, info.kind).get("resourceVersion")
             if pinned in (None, "", stored["metadata"].get("resourceVersion")):
                 patched.setdefault("metadata", {})["resourceVersion"] = stored["metadata"][
                     "resourceVersion"
@@ -369,7 +386,7 @@ class Registry:
                 causes=[pydantic_field("target.name", "Required value", "FieldValueRequired")],
             )
         pod = await self.store.get("pods", namespace, name)
-        uid = (body.get("metadata") or {}).get("uid")
+        uid = body_meta(body, "Binding").get("uid")
         if uid and pod["metadata"].get("uid") != uid:
             raise ConflictError(f'pods "{name}" has a different uid', kind="pods", name=name)
         spec = pod.setdefault("spec", {})
