@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -271,14 +274,30 @@ async def _welcome(
             return
         await _wait_for_pods(client, timeout=60)
         await _print_pods(client)
+    shoal = _cli_name()
     console.print(
         "\nUse the CLI from another terminal, e.g.:\n"
         f"  export SHOAL_SERVER={url}\n"
-        "  shoal get pods -o wide\n  shoal get deploy,svc\n  shoal describe deployment hello\n"
-        "  shoal scale deployment hello --replicas 5\n  shoal logs -f <pod>\n"
+        f"  {shoal} get pods -o wide\n  {shoal} get deploy,svc\n  {shoal} describe deployment hello\n"
+        f"  {shoal} scale deployment hello --replicas 5\n  {shoal} logs -f <pod>\n"
         "\nPress Ctrl-C to stop everything."
     )
     await stop.wait()
+
+
+def _cli_name() -> str:
+    """How the user can run this CLI: plain ``shoal`` when that is on PATH and is this one,
+    else the path of the running script (``.venv/bin/shoal`` after ``make run``)."""
+    argv0 = sys.argv[0]
+    found = shutil.which("shoal")
+    if found and os.path.realpath(found) == os.path.realpath(argv0):
+        return "shoal"
+    if os.path.basename(argv0) == "shoal" and os.path.exists(argv0):
+        try:
+            return os.path.relpath(argv0)
+        except ValueError:
+            return argv0
+    return "shoal"
 
 
 async def _wait_for_pods(client: Client, timeout: float) -> None:
