@@ -101,6 +101,23 @@ async def _wait_started(server_task: asyncio.Future[None], started: asyncio.Even
         raise RuntimeError("the API server stopped while starting")
 
 
+async def _start_api_server(data_dir: Path, host: str, port: int) -> asyncio.Future[None]:
+    """Start serving the store in ``data_dir/server``; return once it listens (the future
+    runs until cancelled). A port that cannot be bound ends the command with one line."""
+    started = asyncio.Event()
+
+    async def on_started() -> None:
+        started.set()
+
+    server = asyncio.ensure_future(serve_data_dir(data_dir / "server", host, port, on_started))
+    try:
+        await _wait_started(server, started)
+    except OSError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    return server
+
+
 def register(app: typer.Typer) -> None:
     """Add up/server/agent to the CLI app."""
 
@@ -141,19 +158,7 @@ def register(app: typer.Typer) -> None:
         url = f"http://127.0.0.1:{api_port}"
 
         async def main(stop: asyncio.Event) -> None:
-            started = asyncio.Event()
-
-            async def on_started() -> None:
-                started.set()
-
-            server = asyncio.ensure_future(
-                serve_data_dir(ddir / "server", "127.0.0.1", api_port, on_started)
-            )
-            try:
-                await _wait_started(server, started)
-            except OSError as exc:
-                console.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(1) from None
+            server = await _start_api_server(ddir, "127.0.0.1", api_port)
             async with Client(url) as client:
                 agent = Agent(client, AgentConfig(node_name=node, data_dir=ddir / "agent",
                                                   heartbeat_interval=heartbeat_interval,
@@ -197,17 +202,7 @@ def register(app: typer.Typer) -> None:
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
         async def main(stop: asyncio.Event) -> None:
-            started = asyncio.Event()
-
-            async def on_started() -> None:
-                started.set()
-
-            srv = asyncio.ensure_future(serve_data_dir(ddir / "server", host, port, on_started))
-            try:
-                await _wait_started(srv, started)
-            except OSError as exc:
-                console.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(1) from None
+            srv = await _start_api_server(ddir, host, port)
             console.print(f"shoal server listening on {url} (data in {ddir})")
             async with Client(url) as client:
                 try:
