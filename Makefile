@@ -40,8 +40,8 @@ run: system venv
 	$(BIN)/shoal up -f examples/quickstart.yaml
 
 lint: venv
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/lint-imports
 
 typecheck: venv

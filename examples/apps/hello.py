@@ -16,10 +16,7 @@ PORT = int(os.environ.get("PORT", "8080"))
 
 class Hello(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        if self.path == "/healthz":
-            body = b"ok\n"
-        else:
-            body = f"hello from {POD}\n".encode()
+        body = b"ok\n" if self.path == "/healthz" else f"hello from {POD}\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
