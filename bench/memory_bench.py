@@ -9,6 +9,7 @@ and prints the RSS of the shoal process (and, separately, of the three app proce
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -37,24 +38,23 @@ def main() -> None:
                     break
                 time.sleep(0.5)
             time.sleep(args.idle)
-            shoal = rss_kib(proc.pid)
-            print(
-                f"shoal up idle RSS: {shoal / 1024:.1f} MiB (quickstart: 3 pods running, idle {args.idle:.0f} s)"
-            )
-            children = []
+            # `shoal up` is two processes: itself (components) and its API-server child.
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            api = [int(k) for k in kids if b"apiserver" in Path(f"/proc/{k}/cmdline").read_bytes()]
+            per = [rss_kib(pid) for pid in [proc.pid, *api]]
+            parts = " + ".join(f"{kib / 1024:.1f}" for kib in per)
+            print(f"shoal up idle RSS: {sum(per) / 1024:.1f} MiB ({parts} MiB: components + API server;"
+                  f" quickstart: 3 pods running, idle {args.idle:.0f} s)")  # fmt: skip
+            apps = []
             for state in Path(tmp).rglob("*.json"):
-                import json
-
                 try:
                     pid = json.loads(state.read_text()).get("pid")
                     if pid:
-                        children.append(rss_kib(pid))
+                        apps.append(rss_kib(pid))
                 except (OSError, ValueError):
                     pass
-            if children:
-                print(
-                    f"  the 3 app processes: {sum(children) / 1024:.1f} MiB together (not shoal's)"
-                )
+            if apps:
+                print(f"  the 3 app processes: {sum(apps) / 1024:.1f} MiB together (not shoal's)")
 
 
 if __name__ == "__main__":

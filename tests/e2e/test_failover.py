@@ -67,6 +67,16 @@ def test_kill9_during_writes_loses_no_acknowledged_object(cluster: Cluster) -> N
     cluster.up.kill9()
     stop.set()
     t.join()
+
+    # `shoal up` runs its API server in a child process; it must die with its parent.
+    def server_gone() -> bool:
+        try:
+            httpx.get(f"{cluster.url}/healthz", timeout=0.5)
+        except httpx.HTTPError:
+            return True
+        return False
+
+    wait_for(server_gone, timeout=5, what="the API server child to exit with its parent")
     n = len(acked)
     cluster.restart()
     names = {

@@ -1,9 +1,11 @@
 """The long-running commands: `shoal up` (all-in-one), `shoal server`, `shoal agent`.
 
-All three run the same components over loopback HTTP; `up` simply runs them in one process
-and one event loop (ARCHITECTURE.md, principle 1). Ctrl-C (SIGINT) or SIGTERM stops them in
-order: agent first (in `up` it stops every pod it started), then controllers, scheduler and
-the API server.
+All three run the same components over loopback HTTP (ARCHITECTURE.md, principle 1).
+`up` runs the API server and its store in a child process (`python -m shoal.apiserver`) and
+the scheduler, controllers and agent in this one, so both cores of a small machine work;
+the child dies with its parent, even on `kill -9`. Ctrl-C (SIGINT) or SIGTERM stops things
+in order: agent first (in `up` it stops every pod it started), then controllers and
+scheduler, then the API server.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -118,6 +121,57 @@ async def _start_api_server(data_dir: Path, host: str, port: int) -> asyncio.Fut
     return server
 
 
+async def _spawn_api_server(
+    data_dir: Path, port: int, url: str, verbose: bool
+) -> subprocess.Popen[bytes]:
+    """Start `python -m shoal.apiserver` (lean: the server and store only) as a child in its own session (Ctrl-C reaches only us, and we
+    stop things in order) and wait until it answers /readyz."""
+    args = [sys.executable, "-m", "shoal.apiserver", "--data-dir", str(data_dir / "server"),
+            "--port", str(port), "--parent-pid", str(os.getpid())]  # fmt: skip
+    if verbose:
+        args.append("--verbose")
+    # Plain Popen from the main thread: the parent-death signal is tied to the creating thread.
+    child = subprocess.Popen(args, start_new_session=True)  # noqa: ASYNC220
+    async with Client(url, timeout=2.0) as probe:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while loop.time() < deadline:
+            if child.poll() is not None:
+                console.print(
+                    f"[red]error:[/red] the API server could not start on 127.0.0.1:{port}"
+                )
+                raise typer.Exit(1)
+            if await probe.healthy():
+                return child
+            await asyncio.sleep(0.05)
+    _stop_child(child)
+    console.print("[red]error:[/red] the API server did not become ready in 30 s")
+    raise typer.Exit(1)
+
+
+async def _supervise_with_server(
+    components: dict[str, Awaitable[None]], stop: asyncio.Event, server: subprocess.Popen[bytes]
+) -> None:
+    """Like _supervise, and also stop when the API server child dies."""
+
+    async def server_exit() -> None:
+        while server.poll() is None:
+            await asyncio.sleep(0.5)
+        log.error("the API server exited (code %s)", server.returncode)
+
+    await _supervise({**components, "apiserver": server_exit()}, stop)
+
+
+def _stop_child(child: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 def register(app: typer.Typer) -> None:
     """Add up/server/agent to the CLI app."""
 
@@ -147,7 +201,10 @@ def register(app: typer.Typer) -> None:
         ),
         verbose: bool = typer.Option(False, "-v", "--verbose"),
     ) -> None:
-        """Run everything in one process: API server, scheduler, controllers and a node agent."""
+        """Run everything: API server, scheduler, controllers and a node agent.
+
+        Two processes: the API server (with its store) in a child, everything else here, so
+        both cores work; they talk over loopback HTTP exactly as in the distributed mode."""
         _configure_logging(verbose)
         if runtime != "process":
             raise typer.BadParameter(
@@ -158,7 +215,7 @@ def register(app: typer.Typer) -> None:
         url = f"http://127.0.0.1:{api_port}"
 
         async def main(stop: asyncio.Event) -> None:
-            server = await _start_api_server(ddir, "127.0.0.1", api_port)
+            server = await _spawn_api_server(ddir, api_port, url, verbose)
             async with Client(url) as client:
                 agent = Agent(client, AgentConfig(node_name=node, data_dir=ddir / "agent",
                                                   heartbeat_interval=heartbeat_interval,
@@ -174,11 +231,9 @@ def register(app: typer.Typer) -> None:
                     "welcome": _welcome(client, url, ddir, files, stop),
                 }
                 try:
-                    await _supervise(components, stop)
+                    await _supervise_with_server(components, stop, server)
                 finally:
-                    server.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await server
+                    await asyncio.to_thread(_stop_child, server)
             console.print("shoal stopped.")
 
         run_async(main)
