@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Generic, TypeVar
 
@@ -223,7 +224,7 @@ class Client:
     ) -> None:
         """Record an Event about ``involved``. Returns at once; a background task writes it
         (best effort: failures are swallowed; ``flush_events`` waits for the backlog)."""
-        now = format_time(__import__("time").time())
+        now = format_time(time.time())
         ev = Event(
             metadata=ObjectMeta(
                 generate_name=f"{involved.metadata.name}.",
