@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,13 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from shoal.testing import free_port  # re-exported for the bench scripts
+
+__all__ = ["REPO", "RawHTTP", "free_port", "pct", "rss_kib", "shoal_process"]
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], p: float) -> float:

@@ -23,18 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
+from shoal.runtime import _procutil as pu
 from shoal.testing import free_port
 
 SHOAL = [sys.executable, "-m", "shoal.cli"]
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _start_time(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def kill_leftover_containers(data_dir: Path) -> None:
@@ -47,7 +40,7 @@ def kill_leftover_containers(data_dir: Path) -> None:
         pid, pgid, started = info.get("pid"), info.get("pgid"), info.get("start_ticks")
         if not isinstance(pid, int) or started is None:
             continue
-        if _start_time(pid) == started:
+        if pu.is_same_process(pid, started):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid or pid, signal.SIGKILL)
 

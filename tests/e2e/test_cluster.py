@@ -253,7 +253,7 @@ spec:
 def test_ctrl_c_stops_everything(cluster: Cluster) -> None:
     import signal
 
-    from tests.e2e.conftest import _start_time
+    from shoal.runtime import _procutil as pu
 
     cluster.cli("apply", "-f", "examples/quickstart.yaml")
     wait_for(lambda: len(ready_pods(cluster, "app=hello")) == 3, timeout=30, what="3 ready pods")
@@ -263,10 +263,12 @@ def test_ctrl_c_stops_everything(cluster: Cluster) -> None:
         if "start_ticks" in p.read_text()
     ]
     running = [
-        (s["pid"], s["start_ticks"]) for s in states if _start_time(s["pid"]) == s["start_ticks"]
+        (s["pid"], s["start_ticks"])
+        for s in states
+        if pu.is_same_process(s["pid"], s["start_ticks"])
     ]
     assert len(running) == 3
     assert cluster.up.stop(signal.SIGINT) == 0
     assert "shoal stopped." in cluster.up.output()
-    left = [pid for pid, ticks in running if _start_time(pid) == ticks]
+    left = [pid for pid, ticks in running if pu.is_same_process(pid, ticks)]
     assert not left, f"container processes left behind: {left}"
