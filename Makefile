@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYS_STAMP := .make/system-packages
-# Packages the tests and the quickstart use. (Later issues add runc, CNI plugins, nftables...)
-SYS_PACKAGES := iproute2 procps
+# Packages the tests and the quickstart use (runc and image tools for the runc driver).
+# Later issues add CNI plugins and nftables.
+SYS_PACKAGES := iproute2 procps runc umoci skopeo docker-registry busybox-static
 
 .PHONY: run test venv system lint typecheck unit bench clean
 

@@ -3,20 +3,26 @@
 from shoal.runtime._protocol import (
     ContainerConfig,
     ContainerState,
+    ContainerStats,
     ContainerStatus,
     Driver,
     Fingerprint,
+    Mount,
     PortRequest,
+    SecurityConfig,
 )
 from shoal.runtime.process import ExitHook, ProcessDriver
 
 __all__ = [
     "ContainerConfig",
     "ContainerState",
+    "ContainerStats",
     "ContainerStatus",
     "Driver",
     "ExitHook",
     "Fingerprint",
+    "Mount",
     "PortRequest",
     "ProcessDriver",
+    "SecurityConfig",
 ]

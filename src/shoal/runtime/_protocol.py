@@ -3,11 +3,13 @@
 A driver knows nothing of the API server. The agent translates a Pod into ContainerConfigs,
 asks the driver to start them, polls ``inspect``/``list`` and reports status. Drivers:
 ``process`` (plain host processes, no root) now; ``runc`` (OCI containers) later.
-Like Nomad's driver interface: fingerprint, start, wait/inspect, stop, remove, recover.
+Like Nomad's driver interface: fingerprint, start, wait/inspect, stop, remove, recover, exec,
+stats.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,30 @@ class PortRequest:
     container_port: int
     name: str = ""
     protocol: str = "TCP"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host file or directory made visible inside the container (a volume mount)."""
+
+    source: Path
+    """Absolute host path (an emptyDir's directory, a hostPath)."""
+    destination: str
+    """Absolute path inside the container."""
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """The honoured part of a container's securityContext (pod-level values merged in)."""
+
+    run_as_user: int | None = None
+    """None: the image's USER (or root)."""
+    run_as_group: int | None = None
+    read_only_root_filesystem: bool = False
+    privileged: bool = False
+    """True drops the default restrictions (all capabilities, no masked paths), as Docker's
+    --privileged; False keeps Docker's default capability set and masked/read-only paths."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,21 @@ class ContainerConfig:
     ports: list[PortRequest] = field(default_factory=list)
     cpu_limit_millis: int | None = None
     memory_limit_bytes: int | None = None
+    cpu_request_millis: int | None = None
+    """requests.cpu: the cgroup's relative CPU weight (shares)."""
+    memory_request_bytes: int | None = None
+    pids_limit: int | None = None
+    """Most processes the container may have (None: the driver's default)."""
+    hostname: str = ""
+    """Hostname inside the container ("" means the pod name)."""
+    mounts: list[Mount] = field(default_factory=list)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    dns_nameservers: list[str] = field(default_factory=list)
+    """For the container's /etc/resolv.conf; empty: copy the host's resolv.conf."""
+    dns_searches: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    network_namespace: str = ""
+    """Path of the pod's network namespace (e.g. /var/run/netns/X); "" shares the host's."""
 
     @property
     def container_id(self) -> str:
@@ -70,6 +111,21 @@ class ContainerStatus:
     """For exited: Completed (0), Error (non-zero), OOMKilled, or Unknown when unobserved."""
     host_ports: dict[int, int] = field(default_factory=dict)
     """containerPort -> the host port the container actually listens on."""
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """Resource usage of one running container, read from its cgroup (or /proc)."""
+
+    container_id: str
+    timestamp: float
+    """Unix time of the reading."""
+    cpu_usage_nanos: int
+    """Cumulative CPU time used (user + system), in nanoseconds."""
+    memory_bytes: int
+    """Working set: usage minus inactive file cache, as the kubelet reports it."""
+    memory_limit_bytes: int | None = None
+    pids: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,4 +172,19 @@ class Driver(Protocol):
 
     def log_path(self, container_id: str, attempt: int) -> Path:
         """The log file of one attempt (stdout and stderr interleaved)."""
+        ...
+
+    async def exec(
+        self, container_id: str, command: builtins.list[str]
+    ) -> asyncio.subprocess.Process:
+        """Run ``command`` inside a running container (its namespaces, env, user, cwd).
+
+        Returns the started process with stdin, stdout and stderr as pipes; the caller feeds
+        and drains them and waits for the exit code. Raises DriverError if the container is
+        not running or the command cannot be started."""
+        ...
+
+    async def stats(self, container_id: str) -> ContainerStats:
+        """Current CPU and memory usage. Raises DriverError for an unknown or stopped
+        container."""
         ...

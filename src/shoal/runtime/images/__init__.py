@@ -1,6 +1,10 @@
-"""OCI image storage: verified content-addressed blobs and safely unpacked layers.
+"""OCI images: pull from registries, load from files, store, and unpack for containers.
 
-Synchronous I/O throughout; async callers run these in a thread (``asyncio.to_thread``).
+Everyday use goes through :class:`ImageService` (``pull``/``ensure``/``load``/``list``/
+``remove``, and ``resolve`` for the runc driver, which only ever sees an
+:class:`ImageProvider`). Underneath: a registry v2 client, a verified content-addressed
+:class:`BlobStore`, a :class:`LayerCache` of safely unpacked layers and a JSON index shared by
+processes under an ``flock``. The error tree is drawn in ``_errors.py``.
 """
 
 from shoal.runtime.images._blobs import (
@@ -12,6 +16,21 @@ from shoal.runtime.images._blobs import (
     SizeMismatchError,
     parse_digest,
 )
+from shoal.runtime.images._errors import (
+    ImageLoadError,
+    ImageNotFoundError,
+    ImagePullError,
+    InvalidReferenceError,
+)
+from shoal.runtime.images._model import (
+    ImageConfig,
+    ImageProvider,
+    ImageRecord,
+    LayerInfo,
+    ResolvedImage,
+)
+from shoal.runtime.images._reference import normalize_reference
+from shoal.runtime.images._service import ImageService, PullPolicy, PullProgress
 from shoal.runtime.images._unpack import (
     DOCKER_LAYER_TAR_GZIP,
     LAYER_TAR,
@@ -33,12 +52,25 @@ __all__ = [
     "CorruptLayerError",
     "DigestMismatchError",
     "HostileLayerError",
+    "ImageConfig",
     "ImageError",
+    "ImageLoadError",
+    "ImageNotFoundError",
+    "ImageProvider",
+    "ImagePullError",
+    "ImageRecord",
+    "ImageService",
     "InvalidDigestError",
+    "InvalidReferenceError",
     "LayerCache",
+    "LayerInfo",
+    "PullPolicy",
+    "PullProgress",
+    "ResolvedImage",
     "SizeMismatchError",
     "UnpackMode",
     "UnsupportedLayerError",
+    "normalize_reference",
     "parse_digest",
     "unpack_layer",
 ]

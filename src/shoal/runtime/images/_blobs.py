@@ -95,6 +95,10 @@ class BlobStore:
         except FileNotFoundError as exc:
             raise BlobNotFoundError(f"blob {digest} is not in the store") from exc
 
+    def writer(self, expected_digest: str, expected_size: int | None = None) -> BlobWriter:
+        """A :class:`BlobWriter` to feed chunk by chunk (e.g. from a network stream)."""
+        return BlobWriter(self, expected_digest, expected_size)
+
     def ingest(
         self,
         stream: BinaryIO | Iterable[bytes],
@@ -108,51 +112,16 @@ class BlobStore:
         :class:`SizeMismatchError`) is raised, so nothing reaches the store. If the blob is already
         present the stream is not read and nothing is rewritten.
         """
-        hex_digest = parse_digest(expected_digest)
-        final = self._blobs / hex_digest
+        final = self.path(expected_digest)
         if final.is_file():
             return final
-        self._blobs.mkdir(parents=True, exist_ok=True)
-        self._ingest.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self._ingest, prefix=f"{hex_digest[:12]}-")
-        tmp = Path(tmp_name)
+        writer = self.writer(expected_digest, expected_size)
         try:
-            hasher = hashlib.sha256()
-            size = 0
-            with os.fdopen(fd, "wb") as out:
-                for chunk in _chunks(stream):
-                    size += len(chunk)
-                    if expected_size is not None and size > expected_size:
-                        raise SizeMismatchError(
-                            f"blob {expected_digest}: expected {expected_size} bytes, "
-                            f"got more than that",
-                            expected=str(expected_size),
-                            actual=f">{expected_size}",
-                        )
-                    hasher.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            if expected_size is not None and size != expected_size:
-                raise SizeMismatchError(
-                    f"blob {expected_digest}: expected {expected_size} bytes, got {size}",
-                    expected=str(expected_size),
-                    actual=str(size),
-                )
-            actual = f"sha256:{hasher.hexdigest()}"
-            if actual != expected_digest:
-                raise DigestMismatchError(
-                    f"digest mismatch: expected {expected_digest}, got {actual}",
-                    expected=expected_digest,
-                    actual=actual,
-                )
-            tmp.chmod(0o444)
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self._blobs)
-        return final
+            for chunk in _chunks(stream):
+                writer.write(chunk)
+            return writer.commit()
+        finally:
+            writer.abort()
 
     def ingest_bytes(self, data: bytes, expected_digest: str) -> Path:
         """:meth:`ingest` for content already in memory (manifests, configs)."""
@@ -176,6 +145,78 @@ class BlobStore:
             for entry in self._blobs.iterdir()
             if _DIGEST_RE.match(f"sha256:{entry.name}") and entry.is_file()
         )
+
+
+class BlobWriter:
+    """One blob being ingested: ``write`` chunks, then ``commit`` (verify + move) or ``abort``.
+
+    The content goes to a temporary file under ``ingest/`` while being hashed; ``commit``
+    checks size and digest and only then renames it into ``blobs/``. ``abort`` after
+    ``commit`` is a no-op, so ``try: ... commit() finally: abort()`` is the usual shape.
+    A size overrun is refused as soon as it happens, so a lying server cannot fill the disk.
+    """
+
+    def __init__(self, store: BlobStore, expected_digest: str, expected_size: int | None) -> None:
+        self._hex = parse_digest(expected_digest)
+        self.digest = expected_digest
+        self.expected_size = expected_size
+        self.final = store.path(expected_digest)
+        self._blobs_dir = self.final.parent
+        self._blobs_dir.mkdir(parents=True, exist_ok=True)
+        store.root.joinpath("ingest").mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=store.root / "ingest", prefix=f"{self._hex[:12]}-")
+        self.tmp = Path(name)
+        self._out: BinaryIO | None = os.fdopen(fd, "wb", buffering=_CHUNK)
+        self._hasher = hashlib.sha256()
+        self.written = 0
+
+    def write(self, chunk: bytes) -> None:
+        if self._out is None:
+            raise ValueError(f"blob {self.digest}: write after commit or abort")
+        self.written += len(chunk)
+        if self.expected_size is not None and self.written > self.expected_size:
+            raise SizeMismatchError(
+                f"blob {self.digest}: expected {self.expected_size} bytes, got more than that",
+                expected=str(self.expected_size),
+                actual=f">{self.expected_size}",
+            )
+        self._hasher.update(chunk)
+        self._out.write(chunk)
+
+    def commit(self) -> Path:
+        """Verify size and digest, then move the blob into place; return its path."""
+        if self._out is None:
+            raise ValueError(f"blob {self.digest}: commit after commit or abort")
+        out, self._out = self._out, None
+        try:
+            out.flush()
+            os.fsync(out.fileno())
+        finally:
+            out.close()
+        if self.expected_size is not None and self.written != self.expected_size:
+            raise SizeMismatchError(
+                f"blob {self.digest}: expected {self.expected_size} bytes, got {self.written}",
+                expected=str(self.expected_size),
+                actual=str(self.written),
+            )
+        actual = f"sha256:{self._hasher.hexdigest()}"
+        if actual != self.digest:
+            raise DigestMismatchError(
+                f"digest mismatch: expected {self.digest}, got {actual}",
+                expected=self.digest,
+                actual=actual,
+            )
+        self.tmp.chmod(0o444)
+        os.replace(self.tmp, self.final)
+        _fsync_dir(self._blobs_dir)
+        return self.final
+
+    def abort(self) -> None:
+        """Drop the temporary file (no-op once committed)."""
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+        self.tmp.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -24,11 +24,11 @@ import shutil
 import stat
 import tarfile
 import tempfile
-import threading
 from pathlib import Path
 from typing import Literal
 
 from shoal.runtime.images._blobs import ImageError, parse_digest
+from shoal.runtime.images._locking import flock
 
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 LAYER_TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -50,8 +50,9 @@ class HostileLayerError(ImageError):
     ``member`` names the offending tar entry and ``reason`` says why; the image should not be run.
     """
 
-    def __init__(self, member: str, reason: str) -> None:
-        super().__init__(f"refusing layer: member {member!r} {reason}")
+    def __init__(self, member: str, reason: str, *, context: str = "") -> None:
+        prefix = f"{context}: " if context else ""
+        super().__init__(f"{prefix}refusing layer: member {member!r} {reason}")
         self.member = member
         self.reason = reason
 
@@ -304,57 +305,113 @@ def _extract(tar: tarfile.TarFile, entries: list[tarfile.TarInfo], root: Path) -
 
 
 class LayerCache:
-    """Unpacked layers, each once, under ``root/layers/sha256/<hex>``.
+    """Unpacked layers, each once, under ``root/layers/<first 32 hex digits of the digest>``.
+
+    The names are short on purpose: each directory becomes one overlayfs ``lowerdir`` and the
+    whole mount option string must fit in one page, so 32 hex digits (128 bits) rather than 64
+    roughly doubles the number of layers an image may have. The ``<id>.complete`` marker, written
+    last, holds the unpack mode and the full digest: a marker for another digest is refused as a
+    collision, and one for another mode is redone (a store filled without root and later used as
+    root must get overlay whiteouts).
 
     As root a layer is unpacked in overlay mode (ready to be an overlayfs lower directory).
     Otherwise it is flattened into its own directory, and its whiteouts, which cannot be
-    represented without root, are listed in ``<hex>.whiteouts.json`` beside it. A ``<hex>.complete``
-    marker is written last, so an interrupted unpack is redone on the next call. Safe across
-    threads of one process; separate processes sharing ``root`` are not coordinated.
+    represented without root, are listed in ``<id>.whiteouts.json`` beside it. An interrupted
+    unpack is redone on the next call. A per-layer ``flock`` coordinates threads and processes
+    (the CLI and an agent) sharing ``root``.
     """
 
     def __init__(self, root: Path, *, mode: UnpackMode | None = None) -> None:
         self.root = Path(root)
-        self._dir = self.root / "layers" / "sha256"
+        self._dir = self.root / "layers"
         self.mode: UnpackMode = mode or ("overlay" if os.geteuid() == 0 else "flatten")
-        self._lock = threading.Lock()
+
+    @staticmethod
+    def _id(digest: str) -> str:
+        return parse_digest(digest)[:32]
 
     def path(self, digest: str) -> Path:
-        return self._dir / parse_digest(digest)
+        return self._dir / self._id(digest)
+
+    def _marker(self, layer_id: str) -> Path:
+        return self._dir / f"{layer_id}.complete"
 
     def whiteouts(self, digest: str) -> list[str]:
         """The whiteout entries recorded for a flattened layer (empty in overlay mode)."""
-        sidecar = self._dir / f"{parse_digest(digest)}.whiteouts.json"
+        sidecar = self._dir / f"{self._id(digest)}.whiteouts.json"
         if not sidecar.is_file():
             return []
         names: list[str] = json.loads(sidecar.read_text())
         return names
 
+    def _state(self, digest: str) -> str | None:
+        """The mode the layer is complete in, or None; raise on a truncated-digest collision."""
+        try:
+            mode, _, recorded = self._marker(self._id(digest)).read_text().partition(" ")
+        except FileNotFoundError:
+            return None
+        if recorded and recorded != digest:
+            raise ImageError(
+                f"layer directory {self.path(digest)} already holds {recorded}, not {digest}"
+            )
+        return mode
+
+    def has(self, digest: str) -> bool:
+        """Whether the layer is unpacked (in this cache's mode)."""
+        return self._state(digest) == self.mode
+
     def ensure(self, digest: str, blob_path: Path, media_type: str = LAYER_TAR_GZIP) -> Path:
         """Unpack the layer ``blob_path`` (keyed by ``digest``) unless already done; return its dir."""
-        hex_digest = parse_digest(digest)
-        dest = self._dir / hex_digest
-        marker = self._dir / f"{hex_digest}.complete"
-        with self._lock:
-            if marker.is_file():
-                return dest
-            self._dir.mkdir(parents=True, exist_ok=True)
+        layer_id = self._id(digest)
+        dest = self._dir / layer_id
+        if self._state(digest) == self.mode:
+            return dest
+        self._dir.mkdir(parents=True, exist_ok=True)
+        with flock(self._dir / f".{layer_id}.lock"):
+            if self._state(digest) == self.mode:
+                return dest  # another thread or process finished it while we waited
+            self._marker(layer_id).unlink(missing_ok=True)
             if os.path.lexists(dest):
-                _remove(dest)  # left by an interrupted unpack
+                _remove(dest)  # left by an interrupted unpack, or unpacked in the other mode
             if self.mode == "overlay":
                 unpack_layer(blob_path, dest, media_type=media_type, mode="overlay")
             else:
-                tmp = Path(tempfile.mkdtemp(dir=self._dir, prefix=f".{hex_digest}.tmp-"))
+                tmp = Path(tempfile.mkdtemp(dir=self._dir, prefix=f".{layer_id}.tmp-"))
                 try:
                     names = unpack_layer(blob_path, tmp, media_type=media_type, mode="flatten")
-                    _write_atomic(self._dir / f"{hex_digest}.whiteouts.json", json.dumps(names))
+                    _write_atomic(self._dir / f"{layer_id}.whiteouts.json", json.dumps(names))
                     tmp.chmod(0o755)
                     os.replace(tmp, dest)
                 except BaseException:
                     shutil.rmtree(tmp, ignore_errors=True)
                     raise
-            _write_atomic(marker, digest)
+            _write_atomic(self._marker(layer_id), f"{self.mode} {digest}")
             return dest
+
+    def list(self) -> list[str]:
+        """Digests of every complete layer (in any mode), sorted."""
+        if not self._dir.is_dir():
+            return []
+        found = []
+        for marker in self._dir.glob("*.complete"):
+            _, _, digest = marker.read_text().partition(" ")
+            if digest:
+                found.append(digest)
+        return sorted(found)
+
+    def remove(self, digest: str) -> bool:
+        """Delete the unpacked layer; return whether it was there. The marker goes first, so a
+        concurrent reader never takes a half-deleted directory for a complete one."""
+        layer_id = self._id(digest)
+        dest = self._dir / layer_id
+        with flock(self._dir / f".{layer_id}.lock"):
+            existed = self._marker(layer_id).exists() or os.path.lexists(dest)
+            self._marker(layer_id).unlink(missing_ok=True)
+            if os.path.lexists(dest):
+                _remove(dest)
+            (self._dir / f"{layer_id}.whiteouts.json").unlink(missing_ok=True)
+            (self._dir / f".{layer_id}.lock").unlink(missing_ok=True)  # see flock()
+        return existed
 
 
 def _write_atomic(path: Path, text: str) -> None:

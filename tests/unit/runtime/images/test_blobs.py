@@ -36,16 +36,50 @@ def test_all_is_pinned() -> None:
             "CorruptLayerError",
             "DigestMismatchError",
             "HostileLayerError",
+            "ImageConfig",
             "ImageError",
+            "ImageLoadError",
+            "ImageNotFoundError",
+            "ImageProvider",
+            "ImagePullError",
+            "ImageRecord",
+            "ImageService",
             "InvalidDigestError",
+            "InvalidReferenceError",
             "LayerCache",
+            "LayerInfo",
+            "PullPolicy",
+            "PullProgress",
+            "ResolvedImage",
             "SizeMismatchError",
             "UnpackMode",
             "UnsupportedLayerError",
+            "normalize_reference",
             "parse_digest",
             "unpack_layer",
         ]
     )
+    for name in images.__all__:
+        assert hasattr(images, name)
+    for error in ("ImageLoadError", "ImageNotFoundError", "ImagePullError", "InvalidReferenceError",
+                  "DigestMismatchError", "HostileLayerError"):  # fmt: skip
+        assert issubclass(getattr(images, error), images.ImageError)
+
+
+def test_writer_refuses_an_overrun_at_once_and_leaves_nothing(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    writer = store.writer(DIGEST, 4)
+    writer.write(DATA[:4])
+    with pytest.raises(SizeMismatchError, match="more than"):
+        writer.write(DATA[4:5])
+    writer.abort()
+    assert _leftovers(tmp_path) == []
+    writer = store.writer(DIGEST, len(DATA))
+    for i in range(0, len(DATA), 3):
+        writer.write(DATA[i : i + 3])
+    assert writer.commit() == store.path(DIGEST)
+    writer.abort()  # no-op after commit
+    assert store.has(DIGEST)
 
 
 def test_ingest_stream_stores_verified_blob(tmp_path: Path) -> None:

@@ -247,7 +247,7 @@ def test_layer_cache_unpacks_once(tmp_path: Path, mode: str) -> None:
     blob = make_layer(tmp_path / "l", [("a", "file", b"1"), ("gone/.wh.x", "file")])
     cache = LayerCache(tmp_path / "store", mode=mode)  # type: ignore[arg-type]
     path = cache.ensure(digest, blob)
-    assert path == tmp_path / "store" / "layers" / "sha256" / ("ab" * 32)
+    assert path == tmp_path / "store" / "layers" / ("ab" * 16)  # short: overlay lowerdir option
     assert (path / "a").read_bytes() == b"1"
     (path / "a").write_bytes(b"changed")  # a second unpack would restore it
     blob.unlink()  # ... or fail outright
@@ -269,4 +269,19 @@ def test_layer_cache_failed_unpack_leaves_nothing(tmp_path: Path) -> None:
     cache = LayerCache(tmp_path / "store")
     with pytest.raises(HostileLayerError):
         cache.ensure(digest, blob)
-    assert tree(tmp_path / "store" / "layers" / "sha256") == set()
+    assert {p for p in tree(tmp_path / "store" / "layers") if not p.endswith(".lock")} == set()
+
+
+def test_layer_cache_redoes_a_layer_unpacked_in_the_other_mode(tmp_path: Path) -> None:
+    _require_root()
+    digest = "sha256:" + "ef" * 32
+    blob = make_layer(tmp_path / "l", [("a", "file", b"1"), ("gone/.wh.x", "file")])
+    flat = LayerCache(tmp_path / "store", mode="flatten")
+    path = flat.ensure(digest, blob)
+    assert flat.has(digest) and not (path / "gone" / "x").exists()
+    overlay = LayerCache(tmp_path / "store", mode="overlay")
+    assert not overlay.has(digest)
+    assert overlay.ensure(digest, blob) == path
+    assert stat.S_ISCHR(os.lstat(path / "gone" / "x").st_mode)
+    assert overlay.list() == [digest]
+    assert overlay.remove(digest) and not path.exists() and overlay.list() == []
