@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.errors import DriverError
+from shoal.runtime._protocol import PortRequest
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """PATH given to containers when the agent itself has none (as in a bare systemd unit)."""
@@ -262,3 +263,44 @@ def host_memory_bytes() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+# --- shared by the drivers -------------------------------------------------------------------
+
+
+def assign_host_ports(
+    ports: Iterable[PortRequest],
+    previous: Mapping[int, int],
+    held: set[int],
+    remembered: set[int],
+) -> dict[int, int]:
+    """Pick a host port per declared containerPort, reusing ``previous`` where still free.
+
+    Stable endpoints across restarts: a container gets its last attempt's port back when no
+    running container (``held``) has it and it can still be bound. Ports ``remembered`` for
+    other, exited containers are avoided for new picks, so their restarts get theirs back.
+    """
+    result: dict[int, int] = {}
+    for req in ports:
+        if req.container_port in result:
+            continue
+        want = previous.get(req.container_port)
+        if want and want not in held and want not in result.values() and port_is_free(want):
+            result[req.container_port] = want
+        else:
+            result[req.container_port] = allocate_port(held | remembered | set(result.values()))
+    return result
+
+
+def copytruncate(path: Path) -> None:
+    """Copy ``path`` to ``path.1`` (atomically replacing it), then empty ``path``.
+
+    Works without telling the writer because it writes with O_APPEND: after the truncate its
+    next write lands at the new end (offset 0). Lines written between the copy and the
+    truncate are lost; that is the accepted price.
+    """
+    rotated = path.with_name(path.name + ".1")
+    tmp = path.with_name(path.name + ".1.tmp")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, rotated)
+    os.truncate(path, 0)
