@@ -7,5 +7,6 @@ Layering: imports ``client``, ``runtime`` and ``api``; never ``store`` or ``apis
 
 from shoal.agent._agent import Agent
 from shoal.agent._config import AgentConfig
+from shoal.agent._runtime import default_runtime
 
-__all__ = ["Agent", "AgentConfig"]
+__all__ = ["Agent", "AgentConfig", "default_runtime"]

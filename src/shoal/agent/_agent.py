@@ -13,21 +13,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
 from shoal._util import Clock, SystemClock
 from shoal.agent._config import AgentConfig
+from shoal.agent._context import WorkerContext
 from shoal.agent._http import AgentHTTPServer, LogRef, build_app
+from shoal.agent._images import ImagePuller
 from shoal.agent._node import NodeKeeper
-from shoal.agent._podworker import PodWorker, WorkerContext
+from shoal.agent._podworker import PodWorker
 from shoal.agent._reporter import StatusReporter
+from shoal.agent._runtime import build_runtime
+from shoal.agent._stats import PodRef, StatsKeeper, Target
+from shoal.agent._volumes import PodVolumes
 from shoal.api import Pod
 from shoal.client import Client, Informer
-from shoal.errors import BadRequestError, ConfigError, DriverError, NotFoundError
+from shoal.errors import BadRequestError, DriverError, NotFoundError
 from shoal.runtime import ContainerStatus as RuntimeStatus
-from shoal.runtime import Driver, ExitHook, ProcessDriver
+from shoal.runtime import Driver, ExitHook
+from shoal.runtime.images import ImageService
 
 log = logging.getLogger("shoal.agent")
 
@@ -58,8 +64,11 @@ class Agent:
 
     On cancellation it stops what it started (tasks, HTTP endpoint, watches) and leaves the
     containers running for the next agent to adopt, unless ``stop_pods_on_exit`` is set.
-    ``driver`` defaults to a ProcessDriver under ``config.data_dir``; a driver passed in is
-    used as is (its exit hook, if it has one, is chained while the agent runs).
+    ``driver`` defaults to the one ``config.runtime`` names (``build_runtime``: a
+    ProcessDriver, or a RuncDriver with an ImageService) under ``config.data_dir``; a driver
+    passed in is used as is (its exit hook, if it has one, is chained while the agent runs),
+    with ``images`` as where its images are pulled (None: nothing is pulled).
+    Raises ConfigError for a runtime that is unknown or cannot run on this machine.
     """
 
     def __init__(
@@ -68,24 +77,23 @@ class Agent:
         config: AgentConfig,
         driver: Driver | None = None,
         *,
+        images: ImagePuller | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.client = client
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self._owns_driver = driver is None
+        self._image_service: ImageService | None = None
         if driver is None:
-            if config.runtime != "process":
-                raise ConfigError(
-                    f'unknown runtime "{config.runtime}": this agent can run "process"'
-                )
-            driver = ProcessDriver(
-                config.data_dir / "containers",
-                config.data_dir / "logs",
-                log_max_bytes=config.log_max_bytes,
-                host_ip=config.address,
-            )
+            runtime = build_runtime(config)
+            driver, images = runtime.driver, runtime.images
+            self._image_service = runtime.image_service
         self.driver: Driver = driver
+        self.images = images
+        """Where this agent's images come from (None for the process runtime)."""
+        self.volumes = PodVolumes(config.data_dir / "pods")
+        self.stats = StatsKeeper(self.clock)
         self._previous_hook: ExitHook | None = None
         self._hooked = isinstance(driver, _ExitNotifying)
         if isinstance(driver, _ExitNotifying):
@@ -141,6 +149,8 @@ class Agent:
                 emit=self._emit,
                 remove_logs=self._remove_logs,
                 resync_interval=5.0 if self._hooked else 1.0,
+                images=self.images,
+                volumes=self.volumes,
             )
             self.informer = Informer(
                 self.client.pods, field_selector=f"spec.nodeName={cfg.node_name}"
@@ -151,7 +161,9 @@ class Agent:
             leftovers = [st for sts in self._recovered.values() for st in sts]
             self._recovered.clear()
             await self._collect(leftovers)
+            self._sweep_volumes()
             background.append(asyncio.create_task(self._housekeeping(), name="agent-housekeeping"))
+            background.append(asyncio.create_task(self._sample_stats(), name="agent-stats"))
             self.ready.set()
             log.info("agent for node %s ready on port %d", cfg.node_name, self.http_port)
             await asyncio.gather(*background)
@@ -178,6 +190,8 @@ class Agent:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.config.stop_pods_on_exit:
             await self._stop_everything(graces)
+            with contextlib.suppress(OSError):
+                self.volumes.release_mounts()
         await server.stop()
         await probe_http.aclose()
         for task in list(self._event_tasks):
@@ -188,6 +202,8 @@ class Agent:
         if self._owns_driver and isinstance(self.driver, _Closable):
             # Stop watching exits; the processes themselves stay for the next agent.
             self.driver.close()
+        if self._image_service is not None:
+            await self._image_service.aclose()
         log.info("agent for node %s stopped", self.config.node_name)
 
     async def _stop_everything(self, graces: dict[str, float]) -> None:
@@ -202,6 +218,15 @@ class Agent:
 
         running = [st for st in await self.driver.list() if st.state == "running"]
         await asyncio.gather(*(stop(st) for st in running))
+        # Then remove them all: a runc container holds a bundle, an overlay mount and cgroups
+        # that must not outlive `shoal up`. Logs go with the pods.
+        for st in await self.driver.list():
+            if st.state == "running":
+                continue
+            try:
+                await self.driver.remove(st.container_id)
+            except DriverError as exc:
+                log.warning("could not remove %s: %s", st.container_id, exc)
 
     # --- pods --------------------------------------------------------------------------------
 
@@ -282,8 +307,53 @@ class Agent:
                     await self.driver.enforce_log_limits()
                 orphans = [st for st in await self.driver.list() if st.pod_uid not in self.workers]
                 await self._collect(orphans)
+                self._sweep_volumes()
             except Exception:
                 log.exception("housekeeping failed")
+
+    def _sweep_volumes(self) -> None:
+        """Remove the volume directories of pods this node no longer runs (deleted while no
+        agent ran, or a cleanup that failed half-way)."""
+        try:
+            for uid in self.volumes.sweep(self.workers):
+                log.info("removed the volumes of departed pod %s", uid)
+        except OSError as exc:
+            log.warning("sweeping pod volumes failed: %s", exc)
+
+    # --- resource usage ----------------------------------------------------------------------
+
+    async def _sample_stats(self) -> None:
+        """Sample CPU and memory of the node and of every running container, once per
+        housekeeping interval (the last two samples make a rate)."""
+        while True:
+            targets = [
+                Target(uid, rec.name, rec.container_id)
+                for uid, w in list(self.workers.items())
+                for rec in w.records.values()
+                if rec.running and rec.container_id is not None
+            ]
+            try:
+                await self.stats.sample(self.driver, targets)
+            except Exception:
+                log.exception("sampling resource usage failed")
+            await asyncio.sleep(self.config.housekeeping_interval)
+
+    def stats_summary(self) -> dict[str, Any]:
+        """Resource usage in the kubelet Summary API shape (``/stats/summary``), from the
+        last samples: ``{"node": {"nodeName", "cpu", "memory"}, "pods": [{"podRef",
+        "containers": [{"name", "cpu", "memory"}], "cpu", "memory"}]}`` where ``cpu`` is
+        ``{"time", "usageNanoCores", "usageCoreNanoSeconds"}`` (no usageNanoCores before a
+        second sample) and ``memory`` is ``{"time", "workingSetBytes", "usageBytes"}``.
+        Pods without a sampled running container are left out. See ``_stats``."""
+        pods = [
+            (
+                PodRef(w.pod.metadata.name, w.pod.metadata.namespace or "default", w.uid),
+                [c.name for c in w.pod.spec.containers],
+            )
+            for w in list(self.workers.values())
+            if not w.finished
+        ]
+        return self.stats.summary(self.config.node_name, pods)
 
     async def _collect(self, orphans: list[RuntimeStatus]) -> None:
         """Stop and forget containers whose pod is gone, and their logs."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+RUNTIMES = ("process", "runc")
+
 
 @dataclass
 class AgentConfig:
@@ -32,7 +34,31 @@ class AgentConfig:
     """Extra Node labels (on top of kubernetes.io/hostname, os, arch and shoal.dev/runtime)."""
 
     runtime: str = "process"
-    """Runtime driver name; published as the ``shoal.dev/runtime`` label."""
+    """Runtime driver: "process" (host processes, no root) or "runc" (OCI containers from
+    images; needs root). Published as the ``shoal.dev/runtime`` label. ``default_runtime()``
+    picks runc where it works."""
+
+    image_dir: Path | None = None
+    """Where the runc runtime stores pulled images (default ``data_dir/images``); agents on
+    one machine may share it."""
+
+    cgroup_parent: str = ""
+    """Parent cgroup of the runc runtime's containers (default ``/shoal/<node_name>``). Must
+    be distinct per agent on one machine: the agent removes unknown cgroups under it."""
+
+    auth_file: Path | None = None
+    """Registry credentials (Docker's config.json format); default: the image service's
+    lookup ($SHOAL_AUTH_FILE, ~/.config/shoal/auth.json, ~/.docker/config.json)."""
+
+    insecure_registries: tuple[str, ...] = ()
+    """Registries (``host:port``) reached over plain HTTP; loopback ones always are."""
+
+    image_pull_backoff_initial: float = 10.0
+    """First delay in seconds before retrying a failed image pull; it doubles on each
+    further failure (ImagePullBackOff)."""
+
+    image_pull_backoff_cap: float = 300.0
+    """Longest delay in seconds between image pull retries."""
 
     stop_pods_on_exit: bool = False
     """Stop every container when the agent stops (the all-in-one ``shoal up``). False leaves
@@ -51,7 +77,8 @@ class AgentConfig:
     """A running container's log is rotated (copytruncate) once it grows past this size."""
 
     housekeeping_interval: float = 5.0
-    """Seconds between log-size checks and sweeps for orphaned containers."""
+    """Seconds between log-size checks, sweeps for orphaned containers, and samples of the
+    running containers' CPU and memory usage (``Agent.stats_summary``)."""
 
     status_coalesce: float = 0.05
     """Pod status changes within this many seconds are written as one update."""
@@ -59,3 +86,11 @@ class AgentConfig:
     force_kill_grace: float = 2.0
     """Grace period for containers whose pod object is already gone (force-deleted, or deleted
     while the agent was down): nobody is waiting for a graceful exit any more."""
+
+    @property
+    def resolved_image_dir(self) -> Path:
+        return self.image_dir if self.image_dir is not None else self.data_dir / "images"
+
+    @property
+    def resolved_cgroup_parent(self) -> str:
+        return self.cgroup_parent or f"/shoal/{self.node_name}"

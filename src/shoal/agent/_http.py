@@ -1,10 +1,16 @@
-"""The agent's HTTP endpoint (the kubelet's port): container logs and a health check.
+"""The agent's HTTP endpoint (the kubelet's port): container logs, exec, resource stats and
+a health check.
 
 The API server proxies ``GET pods/{name}/log`` here (``/containerLogs/{ns}/{pod}/{container}``
 with ``follow``, ``previous``, ``tailLines`` and the pod ``uid``). Logs are plain files
 written by the runtime, so streaming is reading a file and, with ``follow``, polling it for
 appended bytes until the container's attempt ends; copytruncate rotation is detected by the
 file shrinking below the read offset, and the rotated copy's tail is served first.
+
+``/exec/{ns}/{pod}/{container}?command=...`` is the kubelet's exec endpoint: a WebSocket in
+Kubernetes' channel protocol (see ``shoal.client.remotecommand``) that runs the command through the
+runtime driver's ``exec`` and pumps its pipes; ``/stats/summary`` answers the agent's
+``stats_summary()`` in the kubelet's Summary API shape. The API server proxies both.
 
 Served by uvicorn inside the agent's event loop via ``Server._serve`` (not ``serve``) so it
 never installs signal handlers: the process owner decides what Ctrl-C does.
@@ -14,22 +20,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
-from shoal.errors import APIStatusError, BadRequestError
+from shoal.client.remotecommand import (
+    CLOSE,
+    ERROR,
+    PROTOCOL_V4,
+    PROTOCOL_V5,
+    STDERR,
+    STDIN,
+    STDOUT,
+    exit_status,
+    negotiate,
+)
+from shoal.errors import APIStatusError, BadRequestError, DriverError, NotFoundError
+from shoal.runtime import Driver
+
+if TYPE_CHECKING:
+    from shoal.agent._podworker import PodWorker
 
 log = logging.getLogger("shoal.agent.http")
 
@@ -49,6 +72,24 @@ class LogLocator(Protocol):
         self, namespace: str, pod: str, container: str, uid: str | None, previous: bool
     ) -> LogRef:
         """The log to serve; raises NotFoundError / BadRequestError (sent as a Status)."""
+        ...
+
+
+@runtime_checkable
+class ExecHost(Protocol):
+    """What exec needs of the agent: the pods it runs and the driver that runs them."""
+
+    @property
+    def driver(self) -> Driver: ...
+
+    @property
+    def workers(self) -> Mapping[str, PodWorker]: ...
+
+
+@runtime_checkable
+class StatsSource(Protocol):
+    def stats_summary(self) -> Any:
+        """The kubelet Summary API document (a dict, or an awaitable of one)."""
         ...
 
 
@@ -120,6 +161,196 @@ async def stream_log(
         await asyncio.sleep(poll)
 
 
+# --- exec -------------------------------------------------------------------------------------
+
+
+async def running_container(
+    host: ExecHost, namespace: str, pod: str, container: str, uid: str | None
+) -> str:
+    """The runtime id of ``container`` of the pod, which must be running right now.
+    Raises NotFoundError (no such pod on this node) or BadRequestError (Status bodies)."""
+    worker = next(
+        (
+            w
+            for w in host.workers.values()
+            if w.pod.metadata.name == pod
+            and (w.pod.metadata.namespace or "default") == namespace
+            and (not uid or w.uid == uid)
+            and not w.finished
+        ),
+        None,
+    )
+    if worker is None:
+        raise NotFoundError(f'pods "{pod}" not found', kind="pods", name=pod)
+    record = worker.records.get(container)
+    if record is None:
+        raise BadRequestError(f"container {container} is not valid for pod {pod}")
+    not_running = BadRequestError(f"container {container} is not running")
+    if not record.running or record.container_id is None:
+        raise not_running
+    try:
+        status = await host.driver.inspect(record.container_id)
+    except DriverError:
+        raise not_running from None
+    if status.state != "running":
+        raise not_running
+    return record.container_id
+
+
+def _exit_code(returncode: int) -> int:
+    """A shell's view of how a process ended: a signal N shows as 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class ExecSession:
+    """One exec: the client's stdin frames into the process, its stdout and stderr out as
+    channel 1 and 2 frames, then the exit Status on channel 3 and a normal close.
+
+    If the client goes away first the command is terminated (SIGTERM, then SIGKILL after
+    ``kill_grace``): an exec outlives its connection neither in shoal nor in the kubelet."""
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        proc: asyncio.subprocess.Process,
+        command: Sequence[str],
+        *,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        kill_grace: float = 2.0,
+    ) -> None:
+        self.ws = ws
+        self.proc = proc
+        self.command = list(command)
+        self.want = {STDIN: stdin, STDOUT: stdout, STDERR: stderr}
+        self.kill_grace = kill_grace
+        self._send_lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        if not self.want[STDIN]:
+            self._close_stdin()
+        reader = asyncio.create_task(self._read_client(), name="exec-stdin")
+        output = asyncio.create_task(self._pump_output(), name="exec-output")
+        try:
+            await asyncio.wait({reader, output}, return_when=asyncio.FIRST_COMPLETED)
+            if not output.done() or output.exception() is not None:
+                return  # the client left (or its socket broke): the finally kills the command
+            code = _exit_code(await self.proc.wait())
+            await self._send(ERROR, json.dumps(exit_status(code, self.command)).encode())
+            await self.ws.close(1000)
+        finally:
+            for task in (reader, output):
+                task.cancel()
+            await asyncio.gather(reader, output, return_exceptions=True)
+            await self._terminate()
+
+    async def _pump_output(self) -> None:
+        async def pump(stream: asyncio.StreamReader | None, channel: int) -> None:
+            if stream is None:
+                return
+            while chunk := await stream.read(_CHUNK):
+                if self.want[channel]:
+                    await self._send(channel, chunk)
+
+        await asyncio.gather(pump(self.proc.stdout, STDOUT), pump(self.proc.stderr, STDERR))
+
+    async def _send(self, channel: int, data: bytes) -> None:
+        async with self._send_lock:
+            await self.ws.send_bytes(bytes([channel]) + data)
+
+    async def _read_client(self) -> None:
+        """Until the client disconnects: stdin frames to the process; an empty stdin frame
+        (v4) or the v5 close signal for channel 0 closes the process's stdin."""
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if not data:
+                continue  # text frames belong to the base64 protocols, which we do not offer
+            channel, payload = data[0], data[1:]
+            ends_stdin = channel == STDIN and not payload
+            if ends_stdin or (channel == CLOSE and payload[:1] == bytes([STDIN])):
+                self._close_stdin()
+            elif channel == STDIN and self.want[STDIN]:
+                await self._write_stdin(payload)
+
+    async def _write_stdin(self, payload: bytes) -> None:
+        pipe = self.proc.stdin
+        if pipe is None or pipe.is_closing():
+            return
+        try:
+            pipe.write(payload)
+            await pipe.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            self._close_stdin()  # the command stopped reading; keep serving its output
+
+    def _close_stdin(self) -> None:
+        pipe = self.proc.stdin
+        if pipe is not None and not pipe.is_closing():
+            pipe.close()
+
+    async def _terminate(self) -> None:
+        if self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), self.kill_grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+
+
+async def serve_exec(host: object, ws: WebSocket) -> None:
+    """The kubelet's ``/exec/{namespace}/{pod}/{container}`` (``uid`` in the query pins the
+    pod instance). Refusals are HTTP Status answers to the upgrade; a command that cannot be
+    started is reported on the error channel, as the kubelet does."""
+    p, q = ws.path_params, ws.query_params
+    command = q.getlist("command")
+    try:
+        if not isinstance(host, ExecHost):
+            raise NotFoundError("this agent does not run containers it could exec into")
+        if not command:
+            raise BadRequestError("you must specify at least 1 command")
+        protocol = negotiate(ws.scope.get("subprotocols") or [])
+        if protocol is None:
+            raise BadRequestError(
+                f"exec needs a WebSocket offering the subprotocol {PROTOCOL_V5} or {PROTOCOL_V4}"
+            )
+        cid = await running_container(
+            host, p["namespace"], p["pod"], p["container"], q.get("uid") or None
+        )
+    except APIStatusError as err:
+        await ws.send_denial_response(_status_response(err))
+        return
+    await ws.accept(subprotocol=protocol)
+    try:
+        proc = await host.driver.exec(cid, command)
+    except Exception as exc:  # DriverError, or a driver bug: either way the client hears why
+        if not isinstance(exc, DriverError):
+            log.exception("exec in %s failed", cid)
+        failure = APIStatusError(
+            f"Internal error occurred: error executing command in container: {exc}"
+        )
+        status = failure.to_status()
+        with contextlib.suppress(Exception):
+            await ws.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
+            await ws.close(1000)
+        return
+    session = ExecSession(
+        ws,
+        proc,
+        command,
+        stdin=_flag(q.get("stdin")),
+        stdout=_flag(q.get("stdout")),
+        stderr=_flag(q.get("stderr")),
+    )
+    await session.run()
+
+
 def build_app(locator: LogLocator) -> Starlette:
     async def container_logs(request: Request) -> Response:
         p = request.path_params
@@ -152,9 +383,22 @@ def build_app(locator: LogLocator) -> Starlette:
     async def healthz(_request: Request) -> Response:
         return Response("ok", media_type="text/plain")
 
+    async def exec_endpoint(ws: WebSocket) -> None:
+        await serve_exec(locator, ws)
+
+    async def stats_summary(_request: Request) -> Response:
+        if not isinstance(locator, StatsSource):
+            return _status_response(NotFoundError("this agent keeps no resource statistics"))
+        summary = locator.stats_summary()
+        if inspect.isawaitable(summary):
+            summary = await summary
+        return Response(json.dumps(summary), media_type="application/json")
+
     return Starlette(
         routes=[
             Route("/containerLogs/{namespace}/{pod}/{container}", container_logs),
+            WebSocketRoute("/exec/{namespace}/{pod}/{container}", exec_endpoint),
+            Route("/stats/summary", stats_summary),
             Route("/healthz", healthz),
         ]
     )

@@ -95,12 +95,24 @@ def _os_image() -> str:
     return platform.platform()
 
 
-def node_labels(config: AgentConfig, facts: HostFacts) -> dict[str, str]:
+def runtime_version(fingerprint: Fingerprint) -> str:
+    """status.nodeInfo.containerRuntimeVersion: ``runc://1.1.5+ds1`` for runc (the version
+    its fingerprint reports), ``process://shoal-<version>`` for shoal's own process driver."""
+    version = fingerprint.attributes.get(f"{fingerprint.driver}.version", "")
+    if version and version != "unknown":
+        return f"{fingerprint.driver}://{version}"
+    return f"{fingerprint.driver}://shoal-{__version__}"
+
+
+def node_labels(
+    config: AgentConfig, facts: HostFacts, runtime: str | None = None
+) -> dict[str, str]:
+    """``runtime``: the driver actually in use (default: the configured one)."""
     labels = {
         "kubernetes.io/hostname": config.node_name,
         "kubernetes.io/os": facts.os,
         "kubernetes.io/arch": facts.arch,
-        "shoal.dev/runtime": config.runtime,
+        "shoal.dev/runtime": runtime or config.runtime,
     }
     labels.update(config.labels)
     return labels
@@ -136,7 +148,7 @@ def apply_node_status(
         os_image=facts.os_image,
         operating_system=facts.os,
         architecture=facts.arch,
-        container_runtime_version=f"{fingerprint.driver}://shoal-{__version__}",
+        container_runtime_version=runtime_version(fingerprint),
         kubelet_version=f"shoal-{__version__}",
     )
     status.daemon_endpoints.kubelet_endpoint.port = http_port
@@ -190,7 +202,7 @@ class NodeKeeper:
         """Create or update our Node, retrying until the server takes it."""
         backoff = Backoff(0.2, 5.0, jitter=0.2)
         name = self.config.node_name
-        labels = node_labels(self.config, self.facts)
+        labels = node_labels(self.config, self.facts, self.fingerprint.driver)
         while True:
             try:
                 try:

@@ -13,16 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
 
-import httpx
-
-from shoal._util import Backoff, Clock, format_time
-from shoal.agent._config import AgentConfig
+from shoal._util import Backoff, format_time
+from shoal.agent._context import WorkerContext, termination_of
+from shoal.agent._images import ImageGate, Waiting
 from shoal.agent._probes import ProbeOutcome, Prober, ProbeTarget, probe_loop, run_check
-from shoal.agent._reporter import StatusReporter
-from shoal.agent._spec import container_config, probe_env
+from shoal.agent._spec import container_config, non_root_violation, probe_env
 from shoal.agent._status import (
     UNKNOWN_EXIT_CODE,
     ContainerRecord,
@@ -34,8 +31,16 @@ from shoal.agent._status import (
     restart_delay,
     should_restart,
 )
-from shoal.api import Container, Pod, PodPhase, PodStatus, Probe, get_condition
-from shoal.client import Client
+from shoal.agent._volumes import VolumeSetup
+from shoal.api import (
+    Container,
+    Pod,
+    PodPhase,
+    PodStatus,
+    Probe,
+    default_pull_policy,
+    get_condition,
+)
 from shoal.errors import (
     APIStatusError,
     ConflictError,
@@ -44,47 +49,8 @@ from shoal.errors import (
     ServerUnreachableError,
 )
 from shoal.runtime import ContainerStatus as RuntimeStatus
-from shoal.runtime import Driver
 
 log = logging.getLogger("shoal.agent.pod")
-
-EventSink = Callable[[Pod, str, str, str], None]
-"""(pod, reason, message, type) -> records an Event in the background."""
-
-
-@dataclass
-class WorkerContext:
-    """What every pod worker shares with the agent."""
-
-    config: AgentConfig
-    driver: Driver
-    client: Client
-    reporter: StatusReporter
-    clock: Clock
-    http: httpx.AsyncClient
-    """For httpGet probes (one connection pool for all of them)."""
-    emit: EventSink
-    remove_logs: Callable[[str], None]
-    resync_interval: float = 5.0
-    """Longest sleep between syncs; also how often a driver without exit hooks is polled."""
-
-
-def termination_of(st: RuntimeStatus) -> Termination:
-    """A runtime exit as a Termination; an unobserved exit code (the process was adopted
-    after an agent restart, so it was not our child) is reported as Kubernetes reports a
-    lost container: 137, ContainerStatusUnknown."""
-    if st.exit_code is None:
-        return Termination(
-            UNKNOWN_EXIT_CODE,
-            "ContainerStatusUnknown",
-            st.started_at,
-            st.finished_at,
-            st.container_id,
-            "The container's exit status could not be observed (it was adopted after an "
-            "agent restart)",
-        )
-    reason = st.reason or ("Completed" if st.exit_code == 0 else "Error")
-    return Termination(st.exit_code, reason, st.started_at, st.finished_at, st.container_id)
 
 
 class PodWorker:
@@ -110,6 +76,11 @@ class PodWorker:
         self._adopted: set[str] = set()
         self.records: dict[str, ContainerRecord] = {}
         self._extra: list[RuntimeStatus] = []
+        self._runtime = ctx.driver.name
+        self._gates: dict[str, ImageGate] = {}
+        self._volumes: VolumeSetup | None = None
+        self._volume_backoff = Backoff(0.5, 120.0)
+        self._volume_retry_at = 0.0
         self._seed(recovered)
 
     # --- inputs ------------------------------------------------------------------------------
@@ -139,7 +110,7 @@ class PodWorker:
         reported = {cs.name: cs for cs in self.pod.status.container_statuses}
         by_name = {st.name: st for st in recovered}
         for spec in self.pod.spec.containers:
-            rec = ContainerRecord(name=spec.name, image=spec.image or "")
+            rec = ContainerRecord(name=spec.name, image=spec.image or "", runtime=self._runtime)
             prev = reported.get(spec.name)
             if prev is not None:
                 rec.restart_count = prev.restart_count
@@ -165,7 +136,7 @@ class PodWorker:
                     rec.ready = bool(prev and prev.ready)
                     self._adopted.add(spec.name)
                 elif st.state == "exited" and not self._terminal:
-                    self._initial_exits[spec.name] = termination_of(st)
+                    self._initial_exits[spec.name] = termination_of(st, self._runtime)
             elif prev is not None and not self._terminal:
                 if prev.state.terminated is not None:
                     self._initial_exits[spec.name] = Termination.from_api(prev.state.terminated)
@@ -198,6 +169,7 @@ class PodWorker:
                         await asyncio.wait_for(self._wake.wait(), self._next_deadline())
         finally:
             self._cancel_probes()
+            self._cancel_pulls()
 
     def _next_deadline(self) -> float:
         now = self.ctx.clock.monotonic()
@@ -206,6 +178,12 @@ class PodWorker:
             for rec in self.records.values():
                 if not rec.running and not rec.done:
                     wait = min(wait, rec.next_start - now)
+            for gate in self._gates.values():
+                deadline = gate.next_deadline()
+                if deadline is not None:
+                    wait = min(wait, deadline - now)
+            if self._volumes is not None and not self._volumes.ok:
+                wait = min(wait, self._volume_retry_at - now)
         return max(wait, 0.01)
 
     async def _sync(self) -> None:
@@ -232,7 +210,7 @@ class PodWorker:
                 )
                 self._liveness_killed.add(name)
                 await self._stop_one(rec, self._grace(), final=False)
-        if self._terminal is None:
+        if self._terminal is None and self._volumes_ready():
             for spec in self.pod.spec.containers:
                 await self._reconcile(self.records[spec.name], spec)
         elif any(rec.running for rec in self.records.values()):
@@ -262,11 +240,12 @@ class PodWorker:
                         started_at=rec.running_since,
                         container_id=rec.container_id,
                         message="The runtime lost track of the container",
+                        runtime=self._runtime,
                     ),
                 )
                 continue
             if st.state != "running" and st.attempt == rec.attempt:
-                self._on_exited(rec, termination_of(st))
+                self._on_exited(rec, termination_of(st, self._runtime))
 
     def _on_exited(self, rec: ContainerRecord, term: Termination) -> None:
         """Record an exit and decide: restart (after back-off) or done for good."""
@@ -301,21 +280,78 @@ class PodWorker:
         else:
             rec.terminated = term
 
+    def _volumes_ready(self) -> bool:
+        """Set up the pod's volumes before any container starts; on failure report
+        FailedMount and retry with back-off, the containers waiting in ContainerCreating."""
+        if self.ctx.volumes is None or (self._volumes is not None and self._volumes.ok):
+            return True
+        if self.ctx.clock.monotonic() < self._volume_retry_at:
+            return False
+        self._volumes = self.ctx.volumes.setup(self.pod)
+        for message in self._volumes.errors.values():
+            self.ctx.emit(self.pod, "FailedMount", message, "Warning")
+        if not self._volumes.ok:
+            self._volume_retry_at = self.ctx.clock.monotonic() + self._volume_backoff.next()
+        return self._volumes.ok
+
+    def _image_gate(self, spec: Container) -> ImageGate | None:
+        if self.ctx.images is None or not spec.image:
+            return None
+        gate = self._gates.get(spec.name)
+        if gate is None or gate.image != spec.image:
+            if gate is not None:
+                gate.cancel()
+            cfg = self.ctx.config
+            gate = self._gates[spec.name] = ImageGate(
+                spec.image,
+                spec.image_pull_policy or default_pull_policy(spec.image),
+                self.ctx.images,
+                emit=lambda reason, message, type_: self.ctx.emit(self.pod, reason, message, type_),
+                wake=self.wake,
+                clock=self.ctx.clock,
+                backoff_initial=cfg.image_pull_backoff_initial,
+                backoff_cap=cfg.image_pull_backoff_cap,
+            )
+        return gate
+
+    def _start_failed(self, rec: ContainerRecord, reason: str, message: str) -> None:
+        cfg = self.ctx.config
+        delay = restart_delay(max(1, rec.backoff_steps), cfg.backoff_initial, cfg.backoff_cap)
+        rec.backoff_steps += 1
+        rec.next_start = self.ctx.clock.monotonic() + delay
+        rec.waiting_reason, rec.waiting_message = reason, message
+        self.ctx.emit(self.pod, "Failed", f"Error: {message}", "Warning")
+
     async def _reconcile(self, rec: ContainerRecord, spec: Container) -> None:
         if rec.running or rec.done or self.ctx.clock.monotonic() < rec.next_start:
+            return
+        # Who the container runs as without runAsUser: the image's USER; for the process
+        # driver, the agent's own user; for an image driver given no image, root.
+        image_user = str(os.geteuid()) if self.ctx.images is None else ""
+        gate = self._image_gate(spec)
+        if gate is not None:
+            got = gate.check()
+            if isinstance(got, Waiting):
+                if got.reason is not None:
+                    rec.waiting_reason, rec.waiting_message = got.reason, got.message
+                return
+            image_user = got.config.user
+        paths = self._volumes.paths if self._volumes is not None else {}
+        problem = non_root_violation(self.pod, spec, image_user)
+        if problem is None and self.ctx.volumes is not None:
+            problem = self.ctx.volumes.subpaths(spec, paths)
+        if problem is not None:
+            self._start_failed(rec, "CreateContainerConfigError", problem)
             return
         count = rec.restart_count + (1 if rec.restart_pending else 0)
         attempt = count if rec.attempt is None else max(count, rec.attempt + 1)
         try:
-            st = await self.ctx.driver.start(container_config(self.pod, spec, attempt))
+            st = await self.ctx.driver.start(container_config(self.pod, spec, attempt, paths))
         except DriverError as exc:
-            cfg = self.ctx.config
-            delay = restart_delay(max(1, rec.backoff_steps), cfg.backoff_initial, cfg.backoff_cap)
-            rec.backoff_steps += 1
-            rec.next_start = self.ctx.clock.monotonic() + delay
-            rec.waiting_reason, rec.waiting_message = "RunContainerError", str(exc)
-            self.ctx.emit(self.pod, "Failed", f"Error: {exc}", "Warning")
+            self._start_failed(rec, "RunContainerError", str(exc))
             return
+        if gate is not None:
+            gate.taken()
         rec.restart_count = count
         rec.restart_pending = False
         rec.attempt = st.attempt
@@ -415,7 +451,7 @@ class PodWorker:
             return
         if st.state == "running":
             return
-        term = termination_of(st)
+        term = termination_of(st, self._runtime)
         if final:
             rec.running_since = None
             rec.ready = False
@@ -433,6 +469,7 @@ class PodWorker:
     async def _terminate(self) -> None:
         """Graceful deletion: stop with the pod's grace, then finish the deletion on the
         server (grace 0, uid precondition) as the kubelet does, then forget the pod."""
+        self._cancel_pulls()
         await self._stop_all(self._grace())
         if any(r.running for r in self.records.values()):
             return  # a stop failed; the next sync tries again
@@ -458,9 +495,15 @@ class PodWorker:
                 await self.ctx.driver.stop(st.container_id, self.ctx.config.force_kill_grace)
             await self.ctx.driver.remove(st.container_id)
 
+    def _cancel_pulls(self) -> None:
+        for gate in self._gates.values():
+            gate.cancel()
+
     async def _cleanup(self) -> None:
-        """The pod is gone for good: drop runtime state and logs, stop reporting it."""
+        """The pod is gone for good: drop runtime state, volumes and logs, stop reporting
+        it."""
         self._cancel_probes()
+        self._cancel_pulls()
         for rec in self.records.values():
             if rec.container_id is not None and not rec.running:
                 with contextlib.suppress(DriverError):
@@ -468,6 +511,9 @@ class PodWorker:
         if not any(r.running for r in self.records.values()):
             with contextlib.suppress(DriverError, OSError):
                 self.ctx.remove_logs(self.uid)
+            if self.ctx.volumes is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self.ctx.volumes.teardown(self.uid)
         self.ctx.reporter.forget(self.uid)
         self.finished = True
 

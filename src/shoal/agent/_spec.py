@@ -3,17 +3,97 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from pathlib import Path
 
+from shoal.agent._status import pod_display_name
 from shoal.api import Container, Pod, cpu_millis, memory_bytes
-from shoal.runtime import ContainerConfig, PortRequest
+from shoal.runtime import ContainerConfig, Mount, PortRequest, SecurityConfig
 
 
-def container_config(pod: Pod, container: Container, attempt: int) -> ContainerConfig:
+def merged_security(pod: Pod, container: Container) -> SecurityConfig:
+    """The container's securityContext over the pod's: each field the container sets wins,
+    as the kubelet merges them (``DetermineEffectiveSecurityContext``)."""
+    psc = pod.spec.security_context
+    csc = container.security_context
+    user = csc.run_as_user if csc and csc.run_as_user is not None else None
+    group = csc.run_as_group if csc and csc.run_as_group is not None else None
+    if user is None and psc is not None:
+        user = psc.run_as_user
+    if group is None and psc is not None:
+        group = psc.run_as_group
+    return SecurityConfig(
+        run_as_user=user,
+        run_as_group=group,
+        read_only_root_filesystem=bool(csc and csc.read_only_root_filesystem),
+        privileged=bool(csc and csc.privileged),
+    )
+
+
+def run_as_non_root(pod: Pod, container: Container) -> bool:
+    csc, psc = container.security_context, pod.spec.security_context
+    if csc is not None and csc.run_as_non_root is not None:
+        return csc.run_as_non_root
+    return bool(psc and psc.run_as_non_root)
+
+
+def non_root_violation(pod: Pod, container: Container, image_user: str) -> str | None:
+    """Why the container may not start under ``runAsNonRoot`` (None when it may), in the
+    kubelet's words (``verifyRunAsNonRoot``); reported as CreateContainerConfigError.
+
+    ``image_user`` is who the container runs as when no runAsUser is set: the image's USER
+    (``uid``, ``uid:gid``, ``name``...; empty means root), or for drivers without images the
+    agent's own uid.
+    """
+    if not run_as_non_root(pod, container):
+        return None
+    shown = pod_display_name(pod.metadata.name, pod.namespace or "default", pod.metadata.uid or "")
+    where = f'(pod: "{shown}", container: {container.name})'
+    uid = merged_security(pod, container).run_as_user
+    if uid is not None:
+        return f"container's runAsUser breaks non-root policy {where}" if uid == 0 else None
+    user = image_user.split(":", 1)[0]
+    if not user:
+        return f"container has runAsNonRoot and image will run as root {where}"
+    if not user.isdigit():
+        return (
+            f"container has runAsNonRoot and image has non-numeric user ({user}), "
+            f"cannot verify user is non-root {where}"
+        )
+    if int(user) == 0:
+        return f"container has runAsNonRoot and image will run as root {where}"
+    return None
+
+
+def volume_mounts(container: Container, volume_paths: Mapping[str, Path]) -> list[Mount]:
+    """The container's volumeMounts as host sources: the volume's directory (or file), or
+    its ``subPath`` inside it. Raises KeyError for a volume that was not set up."""
+    mounts = []
+    for m in container.volume_mounts:
+        source = volume_paths[m.name]
+        if m.sub_path:
+            source = source / m.sub_path
+        mounts.append(Mount(source=source, destination=m.mount_path, read_only=m.read_only))
+    return mounts
+
+
+def container_config(
+    pod: Pod,
+    container: Container,
+    attempt: int,
+    volume_paths: Mapping[str, Path] | None = None,
+) -> ContainerConfig:
     """The driver's view of one container: command line, env as a dict (later entries win,
-    as in Kubernetes), working directory, declared ports and limits."""
+    as in Kubernetes), working directory, declared ports, requests and limits (a request
+    left out defaults to the limit, as API defaulting does in Kubernetes), volume mounts
+    (``volume_paths``: volume name -> its host path, from the pod's volume setup), the
+    merged securityContext and the hostname (``spec.hostname`` or the pod's name)."""
     limits = container.resources.limits
+    requests = container.resources.requests
     cpu = limits.get("cpu")
     memory = limits.get("memory")
+    cpu_req = requests.get("cpu", cpu)
+    memory_req = requests.get("memory", memory)
     return ContainerConfig(
         pod_uid=pod.metadata.uid or "",
         pod_name=pod.metadata.name,
@@ -31,6 +111,11 @@ def container_config(pod: Pod, container: Container, attempt: int) -> ContainerC
         ],
         cpu_limit_millis=cpu_millis(cpu) if cpu is not None else None,
         memory_limit_bytes=memory_bytes(memory) if memory is not None else None,
+        cpu_request_millis=cpu_millis(cpu_req) if cpu_req is not None else None,
+        memory_request_bytes=memory_bytes(memory_req) if memory_req is not None else None,
+        hostname=pod.spec.hostname or pod.metadata.name,
+        mounts=volume_mounts(container, volume_paths or {}),
+        security=merged_security(pod, container),
     )
 
 

@@ -44,6 +44,8 @@ class Termination:
     finished_at: float | None = None
     container_id: str | None = None
     message: str | None = None
+    runtime: str = "process"
+    """The driver that ran it: the scheme of the reported containerID (``runc://...``)."""
 
     def to_api(self) -> ContainerStateTerminated:
         return ContainerStateTerminated(
@@ -52,15 +54,16 @@ class Termination:
             message=self.message,
             started_at=_ts(self.started_at),
             finished_at=_ts(self.finished_at),
-            container_id=f"process://{self.container_id}" if self.container_id else None,
+            container_id=f"{self.runtime}://{self.container_id}" if self.container_id else None,
         )
 
     @classmethod
     def from_api(cls, t: ContainerStateTerminated) -> Termination:
         """Read a termination back from a pod's status (an agent restart keeps lastState)."""
         cid = t.container_id
+        runtime = "process"
         if cid and "://" in cid:
-            cid = cid.split("://", 1)[1]
+            runtime, cid = cid.split("://", 1)
         return cls(
             exit_code=t.exit_code if t.exit_code is not None else UNKNOWN_EXIT_CODE,
             reason=t.reason or "",
@@ -68,6 +71,7 @@ class Termination:
             finished_at=_parse_ts(t.finished_at),
             container_id=cid,
             message=t.message,
+            runtime=runtime,
         )
 
 
@@ -98,6 +102,8 @@ class ContainerRecord:
     """Monotonic time before which no (re)start is attempted."""
     restart_pending: bool = False
     """The container exited and will be started again (which counts as a restart)."""
+    runtime: str = "process"
+    """Driver name: the scheme of the reported containerID."""
 
     @property
     def running(self) -> bool:
@@ -213,7 +219,7 @@ def container_status(rec: ContainerRecord, spec: Container) -> ContainerStatus:
         state=state,
         last_state=last,
         image=spec.image or rec.image,
-        container_id=f"process://{rec.container_id}" if rec.container_id else None,
+        container_id=f"{rec.runtime}://{rec.container_id}" if rec.container_id else None,
         ports=reported_ports(spec, rec.host_ports),
     )
 

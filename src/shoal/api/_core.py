@@ -70,6 +70,30 @@ class Probe(Model):
     failure_threshold: int = 3
 
 
+class VolumeMount(Model):
+    """Where a pod volume appears in one container."""
+
+    name: str
+    """Name of a volume in ``spec.volumes``."""
+    mount_path: str
+    """Absolute path inside the container."""
+    read_only: bool = False
+    sub_path: str | None = None
+    """A relative path inside the volume to mount instead of its root (created if absent)."""
+
+
+class SecurityContext(Model):
+    """Container-level security settings; each set field overrides the pod's."""
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    """Refuse to start (CreateContainerConfigError) if the container would run as uid 0."""
+    read_only_root_filesystem: bool | None = None
+    privileged: bool | None = None
+    allow_privilege_escalation: bool | None = None
+
+
 class Container(Model):
     name: str
     image: str | None = None
@@ -82,6 +106,8 @@ class Container(Model):
     working_dir: str | None = None
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
+    volume_mounts: list[VolumeMount] = Field(default_factory=list)
+    security_context: SecurityContext | None = None
 
 
 class Toleration(Model):
@@ -92,6 +118,44 @@ class Toleration(Model):
     toleration_seconds: int | None = None
 
 
+class EmptyDirVolumeSource(Model):
+    """A scratch directory that lives as long as the pod on its node."""
+
+    medium: Literal["", "Memory"] = ""
+    """Empty: the node's disk; "Memory" asks for a tmpfs (a plain directory on drivers that
+    cannot mount one). Kept as a value even when empty so ``emptyDir: {}`` survives the
+    wire form, which drops empty maps."""
+    size_limit: Quantity | None = None
+
+
+HostPathType = Literal["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File"]
+
+
+class HostPathVolumeSource(Model):
+    """A file or directory of the node, shared with the pod."""
+
+    path: str
+    type: HostPathType = ""
+    """Empty: no check; *OrCreate creates what is missing; Directory/File require it."""
+
+
+class Volume(Model):
+    """A named volume of a pod: exactly one source (emptyDir or hostPath)."""
+
+    name: str
+    empty_dir: EmptyDirVolumeSource | None = None
+    host_path: HostPathVolumeSource | None = None
+
+
+class PodSecurityContext(Model):
+    """Pod-level security settings, the defaults for every container."""
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    fs_group: int | None = None
+
+
 class PodSpec(Model):
     containers: list[Container]
     restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
@@ -100,6 +164,8 @@ class PodSpec(Model):
     termination_grace_period_seconds: int = 30
     tolerations: list[Toleration] = Field(default_factory=list)
     hostname: str | None = None
+    volumes: list[Volume] = Field(default_factory=list)
+    security_context: PodSecurityContext | None = None
 
 
 class ContainerStateWaiting(Model):

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from shoal.api._apps import Deployment, RollingUpdateDeployment
 from shoal.api._core import Pod, PodSpec, Service
 from shoal.api._meta import Resource
+
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+
+def default_pull_policy(image: str) -> PullPolicy:
+    """Kubernetes' default imagePullPolicy: Always for an untagged or ``:latest`` image (it
+    may move), IfNotPresent for any other tag or a digest (it names fixed content).
+
+    Only the last path component can carry the tag: in ``127.0.0.1:5000/app`` the colon
+    belongs to the registry's port, so that image is untagged.
+    """
+    last = image.rsplit("/", 1)[-1]
+    if "@" in last:
+        return "IfNotPresent"
+    _, sep, tag = last.partition(":")
+    return "Always" if not sep or tag == "latest" else "IfNotPresent"
 
 
 def _pod_spec(spec: PodSpec) -> None:
     for c in spec.containers:
         if c.image and c.image_pull_policy is None:
-            tag = c.image.rsplit("/", 1)[-1]
-            latest = ":" not in tag or tag.endswith(":latest")
-            c.image_pull_policy = "Always" if latest and "@" not in tag else "IfNotPresent"
+            c.image_pull_policy = default_pull_policy(c.image)
 
 
 def apply_defaults(obj: Resource) -> None:

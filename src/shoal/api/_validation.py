@@ -14,7 +14,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from shoal.api._apps import Deployment, DeploymentStrategy, ReplicaSet
-from shoal.api._core import Container, Node, Pod, PodSpec, Probe, Service
+from shoal.api._core import (
+    Container,
+    Node,
+    Pod,
+    PodSecurityContext,
+    PodSpec,
+    Probe,
+    SecurityContext,
+    Service,
+    Volume,
+)
 from shoal.api._kinds import KindInfo
 from shoal.api._labels import (
     dns1123_label_errors,
@@ -52,6 +62,10 @@ def duplicate(path: str, value: object) -> FieldError:
 
 def forbidden(path: str, detail: str) -> FieldError:
     return FieldError(path, "FieldValueForbidden", f"Forbidden: {detail}")
+
+
+def not_found(path: str, value: object) -> FieldError:
+    return FieldError(path, "FieldValueNotFound", f"Not found: {_show(value)}")
 
 
 def _show(value: object) -> str:
@@ -216,8 +230,112 @@ def _port_ref(port: IntOrString, path: str, names: set[str]) -> list[FieldError]
     return []
 
 
-def _container(c: Container, path: str) -> list[FieldError]:
+_MAX_ID = 2147483647
+
+
+def _ids(ctx: SecurityContext | PodSecurityContext, path: str) -> list[FieldError]:
+    """Kubernetes' user/group id range check (a negative uid would mean "any" to some tools)."""
+    errs: list[FieldError] = []
+    for fname in ("run_as_user", "run_as_group", "fs_group"):
+        value = getattr(ctx, fname, None)
+        if value is not None and not 0 <= value <= _MAX_ID:
+            camel = type(ctx).model_fields[fname].alias or fname
+            errs.append(
+                invalid(f"{path}.{camel}", value, f"must be between 0 and {_MAX_ID}, inclusive")
+            )
+    return errs
+
+
+def _backsteps(path: str, value: str) -> list[FieldError]:
+    if ".." in value.split("/"):
+        return [invalid(path, value, "must not contain '..'")]
+    return []
+
+
+def _volumes(volumes: list[Volume], path: str) -> list[FieldError]:
+    """Unique DNS-label names, exactly one source each, sane hostPath paths and sizes."""
+    errs: list[FieldError] = []
+    seen: set[str] = set()
+    for i, v in enumerate(volumes):
+        vp = f"{path}[{i}]"
+        if not v.name:
+            errs.append(required(f"{vp}.name"))
+        else:
+            errs += [invalid(f"{vp}.name", v.name, m) for m in dns1123_label_errors(v.name)]
+            if v.name in seen:
+                errs.append(duplicate(f"{vp}.name", v.name))
+            seen.add(v.name)
+        sources = [(n, s) for n, s in (("emptyDir", v.empty_dir), ("hostPath", v.host_path))
+                   if s is not None]  # fmt: skip
+        if not sources:
+            errs.append(
+                FieldError(vp, "FieldValueRequired", "Required value: must specify a volume type")
+            )
+        for extra, _ in sources[1:]:
+            errs.append(forbidden(f"{vp}.{extra}", "may not specify more than 1 volume type"))
+        if v.host_path is not None:
+            hp = f"{vp}.hostPath.path"
+            if not v.host_path.path:
+                errs.append(required(hp))
+            elif not v.host_path.path.startswith("/"):
+                errs.append(invalid(hp, v.host_path.path, "must be an absolute path"))
+            else:
+                errs += _backsteps(hp, v.host_path.path)
+        if v.empty_dir is not None and v.empty_dir.size_limit is not None:
+            limit = v.empty_dir.size_limit
+            sp = f"{vp}.emptyDir.sizeLimit"
+            try:
+                if parse_quantity(limit) < 0:
+                    errs.append(invalid(sp, limit, "must be greater than or equal to 0"))
+            except (ValueError, TypeError):
+                errs.append(invalid(sp, limit, "must be a quantity like 128Mi or 1G"))
+    return errs
+
+
+def _mounts(c: Container, path: str, volume_names: set[str]) -> list[FieldError]:
+    errs: list[FieldError] = []
+    paths: set[str] = set()
+    for i, m in enumerate(c.volume_mounts):
+        mp = f"{path}.volumeMounts[{i}]"
+        if not m.name:
+            errs.append(required(f"{mp}.name"))
+        elif m.name not in volume_names:
+            errs.append(not_found(f"{mp}.name", m.name))
+        if not m.mount_path:
+            errs.append(required(f"{mp}.mountPath"))
+        elif not m.mount_path.startswith("/"):
+            errs.append(invalid(f"{mp}.mountPath", m.mount_path, "must be an absolute path"))
+        else:
+            errs += _backsteps(f"{mp}.mountPath", m.mount_path)
+            normalised = "/" + "/".join(p for p in m.mount_path.split("/") if p)
+            if normalised in paths:
+                errs.append(invalid(f"{mp}.mountPath", m.mount_path, "must be unique"))
+            paths.add(normalised)
+        if m.sub_path:
+            if m.sub_path.startswith("/"):
+                errs.append(invalid(f"{mp}.subPath", m.sub_path, "must be a relative path"))
+            errs += _backsteps(f"{mp}.subPath", m.sub_path)
+    return errs
+
+
+def _security(ctx: SecurityContext, path: str) -> list[FieldError]:
+    errs = _ids(ctx, path)
+    if ctx.privileged and ctx.allow_privilege_escalation is False:
+        errs.append(
+            invalid(
+                path,
+                "",
+                "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+            )
+        )
+    return errs
+
+
+def _container(c: Container, path: str, volume_names: set[str] | None = None) -> list[FieldError]:
     errs = [invalid(f"{path}.name", c.name, m) for m in dns1123_label_errors(c.name)]
+    errs += _mounts(c, path, volume_names or set())
+    if c.security_context is not None:
+        errs += _security(c.security_context, f"{path}.securityContext")
     if not c.image and not c.command:
         errs.append(FieldError(f"{path}.image", "FieldValueRequired",
                                "Required value: a container needs an image or a command"))  # fmt: skip
@@ -275,9 +393,13 @@ def validate_pod_spec(spec: PodSpec, path: str) -> list[FieldError]:
     errs: list[FieldError] = []
     if not spec.containers:
         errs.append(required(f"{path}.containers"))
+    errs += _volumes(spec.volumes, f"{path}.volumes")
+    if spec.security_context is not None:
+        errs += _ids(spec.security_context, f"{path}.securityContext")
+    volume_names = {v.name for v in spec.volumes if v.name}
     seen: set[str] = set()
     for i, c in enumerate(spec.containers):
-        errs += _container(c, f"{path}.containers[{i}]")
+        errs += _container(c, f"{path}.containers[{i}]", volume_names)
         if c.name in seen:
             errs.append(duplicate(f"{path}.containers[{i}].name", c.name))
         seen.add(c.name)

@@ -15,6 +15,12 @@ Design choices, and why:
 * A small JSON state file per container (pid + /proc start time) lets a restarted agent
   re-adopt what is still running. A pid is only ever signalled after its start time matched,
   so a pid reused by an unrelated process is never touched.
+* Nothing is isolated, so of a pod's volume mounts only the working directory is honoured
+  (a workingDir under a mountPath runs in the mount's host directory, see
+  ``host_working_dir``); the process sees the host's filesystem, not the mounts. ``exec``
+  starts another host process with the container's env, cwd and user; ``stats`` sums the
+  container's process group from /proc. ``runAsUser``/``runAsGroup`` are honoured when the
+  agent is root (refused otherwise); the rest of the securityContext is not.
 """
 
 from __future__ import annotations
@@ -31,19 +37,22 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shoal._util import Clock, SystemClock
 from shoal.errors import DriverError
 from shoal.runtime import _procutil as pu
+from shoal.runtime._proccontainer import ProcContainer
+from shoal.runtime._procstats import group_usage, proc_cwd, proc_environ
 from shoal.runtime._protocol import (
     ContainerConfig,
-    ContainerState,
+    ContainerStats,
     ContainerStatus,
     Fingerprint,
+    Mount,
     PortRequest,
+    SecurityConfig,
 )
 
 __all__ = ["ExitHook", "ProcessDriver"]
@@ -54,108 +63,12 @@ ExitHook = Callable[[ContainerStatus], None]
 """Called on the event loop with the final status when a container's process exits."""
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_STATE_VERSION = 1
 
 
 def _check_safe(what: str, value: str) -> None:
     """Ids and names become file names; refuse anything that could escape the directory."""
     if not _SAFE_NAME.match(value) or ".." in value:
         raise DriverError(f"invalid {what} {value!r}: must be [A-Za-z0-9._-] (no '..')")
-
-
-@dataclass
-class _Container:
-    """Everything the driver tracks for one container (its latest attempt)."""
-
-    container_id: str
-    pod_uid: str
-    name: str
-    pod_name: str
-    namespace: str
-    attempt: int
-    log_path: Path
-    pid: int | None
-    start_ticks: int | None
-    started_at: float | None
-    host_ports: dict[int, int]
-    state: ContainerState
-    exit_code: int | None = None
-    finished_at: float | None = None
-    reason: str = ""
-    popen: subprocess.Popen[bytes] | None = None
-    """Set only for processes this instance spawned (and so may reap); None when adopted."""
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-    pidfd: int | None = None
-    poll_task: asyncio.Task[None] | None = None
-    stragglers: list[tuple[int, int]] = field(default_factory=list)
-    """(pid, start_ticks) of group members seen while stopping an adopted process."""
-
-    def status(self) -> ContainerStatus:
-        return ContainerStatus(
-            container_id=self.container_id,
-            pod_uid=self.pod_uid,
-            name=self.name,
-            attempt=self.attempt,
-            state=self.state,
-            pid=self.pid,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            exit_code=self.exit_code,
-            reason=self.reason,
-            host_ports=dict(self.host_ports),
-        )
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "version": _STATE_VERSION,
-            "container_id": self.container_id,
-            "pod_uid": self.pod_uid,
-            "name": self.name,
-            "pod_name": self.pod_name,
-            "namespace": self.namespace,
-            "attempt": self.attempt,
-            "pid": self.pid,
-            "pgid": self.pid,
-            "start_ticks": self.start_ticks,
-            "started_at": self.started_at,
-            "host_ports": {str(k): v for k, v in self.host_ports.items()},
-            "log_path": str(self.log_path),
-            "state": self.state,
-            "exit_code": self.exit_code,
-            "finished_at": self.finished_at,
-            "reason": self.reason,
-        }
-
-    @classmethod
-    def from_state(cls, data: dict[str, Any]) -> _Container:
-        """Rebuild from a state file; raises KeyError/TypeError/ValueError when malformed."""
-        state = str(data.get("state", "running"))
-        if state not in ("created", "running", "exited", "unknown"):
-            raise ValueError(f"bad state {state!r}")
-        pid = data.get("pid")
-        ticks = data.get("start_ticks")
-        exit_code = data.get("exit_code")
-        return cls(
-            container_id=str(data["container_id"]),
-            pod_uid=str(data["pod_uid"]),
-            name=str(data["name"]),
-            pod_name=str(data.get("pod_name", "")),
-            namespace=str(data.get("namespace", "")),
-            attempt=int(data["attempt"]),
-            log_path=Path(str(data["log_path"])),
-            pid=int(pid) if pid is not None else None,
-            start_ticks=int(ticks) if ticks is not None else None,
-            started_at=_opt_float(data.get("started_at")),
-            host_ports={int(k): int(v) for k, v in (data.get("host_ports") or {}).items()},
-            state=state,  # type: ignore[arg-type]  # checked against the Literal above
-            exit_code=int(exit_code) if exit_code is not None else None,
-            finished_at=_opt_float(data.get("finished_at")),
-            reason=str(data.get("reason", "")),
-        )
-
-
-def _opt_float(value: Any) -> float | None:
-    return float(value) if value is not None else None
 
 
 class ProcessDriver:
@@ -188,7 +101,7 @@ class ProcessDriver:
         self._poll_interval = poll_interval
         self._use_pidfd = use_pidfd and hasattr(os, "pidfd_open")
         self._kill_timeout = kill_timeout
-        self._containers: dict[str, _Container] = {}
+        self._containers: dict[str, ProcContainer] = {}
         self._names: dict[str, tuple[str, str]] = {}
         """container_id -> (pod_uid, name); kept after remove() so logs stay findable."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +128,7 @@ class ProcessDriver:
         self._watch(c)
         return c.status()
 
-    def _spawn(self, config: ContainerConfig) -> _Container:
+    def _spawn(self, config: ContainerConfig) -> ProcContainer:
         """Validate, pick ports, build env and fork/exec. Synchronous on purpose: every step
         is a quick syscall (Popen returns once exec succeeded), and keeping it one
         uninterrupted step means no other start() can interleave and grab the same ports."""
@@ -233,9 +146,11 @@ class ProcessDriver:
             )
         # No workingDir: run where the agent runs, as Nomad's raw_exec does, so relative paths
         # in a manifest applied from a project directory resolve there.
-        cwd = config.working_dir or os.getcwd()
+        cwd = host_working_dir(config.working_dir, config.mounts) or os.getcwd()
         if not os.path.isdir(cwd):
-            raise DriverError(f"{where}: working directory {cwd!r} does not exist")
+            shown = repr(cwd) if cwd == config.working_dir else f"{config.working_dir!r} ({cwd})"
+            raise DriverError(f"{where}: working directory {shown} does not exist")
+        user, group = _identity(config.security, where)
 
         host_ports = self._assign_ports(cid, config.ports, previous)
         env = self._build_env(config, host_ports)
@@ -260,12 +175,15 @@ class ProcessDriver:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
+                user=user,
+                group=group,
+                extra_groups=[] if user is not None or group is not None else None,
             )
         except OSError as exc:
             raise DriverError(f'{where}: exec: "{argv[0]}": {exc.strerror or exc}') from exc
         finally:
             os.close(log_fd)
-        return _Container(
+        return ProcContainer(
             container_id=cid,
             pod_uid=config.pod_uid,
             name=config.name,
@@ -279,6 +197,11 @@ class ProcessDriver:
             host_ports=host_ports,
             state="running",
             popen=popen,
+            env=env,
+            cwd=cwd,
+            user=user,
+            group=group,
+            memory_limit_bytes=config.memory_limit_bytes,
         )
 
     async def inspect(self, container_id: str) -> ContainerStatus:
@@ -334,7 +257,7 @@ class ProcessDriver:
             try:
                 if data is None:
                     raise ValueError("not a JSON object")
-                c = _Container.from_state(data)
+                c = ProcContainer.from_state(data)
                 _check_safe("container id", c.container_id)
             except (KeyError, TypeError, ValueError, DriverError) as exc:
                 log.warning("ignoring unreadable state file %s: %s", path, exc)
@@ -356,6 +279,63 @@ class ProcessDriver:
     def log_path(self, container_id: str, attempt: int) -> Path:
         pod_uid, name = self._names.get(container_id) or self._split_id(container_id)
         return self.log_dir / pod_uid / name / f"{attempt}.log"
+
+    async def exec(
+        self, container_id: str, command: builtins.list[str]
+    ) -> asyncio.subprocess.Process:
+        """Run ``command`` as another host process "in" the container: the container's
+        environment, working directory and user, stdio as pipes. It runs in a session of
+        its own and is killed when the container stops or exits, as a process exec'd into
+        a real container dies with it."""
+        c = self._get(container_id)
+        if c.state != "running" or c.pid is None or not self._leader_is_ours(c):
+            raise DriverError(f"container {container_id} is not running")
+        if not command:
+            raise DriverError("exec: no command given")
+        env = c.env if c.env is not None else proc_environ(c.pid)
+        cwd = c.cwd or proc_cwd(c.pid) or "/"
+        try:
+            executable = pu.resolve_executable(command[0], env.get("PATH", ""), cwd)
+        except DriverError as exc:
+            raise DriverError(f"container {container_id}: {exc}") from None
+        # Only when set: uvloop's subprocess_exec (the loop of `shoal up`) rejects these
+        # keywords even as None.
+        ids: dict[str, Any] = {}
+        if c.user is not None or c.group is not None:
+            ids = {"user": c.user, "group": c.group, "extra_groups": []}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                executable=executable,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                **ids,
+            )
+        except OSError as exc:
+            raise DriverError(f'exec: "{command[0]}": {exc.strerror or exc}') from exc
+        ticks = pu.proc_start_ticks(proc.pid)
+        if ticks is not None:
+            c.execs = [e for e in c.execs if pu.is_running(*e)] + [(proc.pid, ticks)]
+        return proc
+
+    async def stats(self, container_id: str) -> ContainerStats:
+        """CPU and memory of the container's process group, from /proc (see _procstats)."""
+        c = self._get(container_id)
+        if c.state != "running" or c.pid is None or not self._leader_is_ours(c):
+            raise DriverError(f"container {container_id} is not running")
+        usage = await asyncio.to_thread(group_usage, c.pid)
+        return ContainerStats(
+            container_id=container_id,
+            timestamp=self._clock.now(),
+            cpu_usage_nanos=usage.cpu_nanos,
+            memory_bytes=usage.rss_bytes,
+            memory_limit_bytes=c.memory_limit_bytes,
+            pids=usage.pids,
+        )
 
     # --- extras for the agent ----------------------------------------------------------------
 
@@ -392,7 +372,7 @@ class ProcessDriver:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _get(self, container_id: str) -> _Container:
+    def _get(self, container_id: str) -> ProcContainer:
         c = self._containers.get(container_id)
         if c is None:
             raise DriverError(f"no such container: {container_id}")
@@ -411,14 +391,14 @@ class ProcessDriver:
     def _state_path(self, container_id: str) -> Path:
         return self.state_dir / f"{container_id}.json"
 
-    def _save(self, c: _Container) -> None:
+    def _save(self, c: ProcContainer) -> None:
         try:
             pu.write_json_atomic(self._state_path(c.container_id), c.to_state())
         except OSError as exc:
             log.error("cannot write state of %s: %s", c.container_id, exc)
 
     def _assign_ports(
-        self, cid: str, ports: builtins.list[PortRequest], previous: _Container | None
+        self, cid: str, ports: builtins.list[PortRequest], previous: ProcContainer | None
     ) -> dict[int, int]:
         """Pick host ports, reusing the previous attempt's where still free (stable endpoints).
 
@@ -462,7 +442,7 @@ class ProcessDriver:
         env.update(config.env)
         return env
 
-    def _leader_is_ours(self, c: _Container) -> bool:
+    def _leader_is_ours(self, c: ProcContainer) -> bool:
         """May we signal group ``c.pid``? Our unreaped child always; else the start time must
         still match (a zombie leader counts: it still pins the group id)."""
         if c.pid is None:
@@ -471,14 +451,14 @@ class ProcessDriver:
             return c.popen.returncode is None
         return pu.is_same_process(c.pid, c.start_ticks)
 
-    def _snapshot_group(self, c: _Container) -> None:
+    def _snapshot_group(self, c: ProcContainer) -> None:
         """For adopted processes only: remember group members while the group is surely ours,
         so they can be finished off (by pid + start time) once the leader is gone."""
         if c.popen is None and c.pid is not None:
             known = set(c.stragglers)
             c.stragglers.extend(m for m in pu.group_members(c.pid) if m not in known)
 
-    def _watch(self, c: _Container) -> None:
+    def _watch(self, c: ProcContainer) -> None:
         """Get told when ``c`` exits: pidfd + add_reader, else a polling task."""
         assert c.pid is not None
         if self._use_pidfd:
@@ -500,11 +480,11 @@ class ProcessDriver:
                 return
         c.poll_task = asyncio.get_running_loop().create_task(self._poll(c))
 
-    async def _poll(self, c: _Container) -> None:
+    async def _poll(self, c: ProcContainer) -> None:
         while not self._check_exit(c):
             await asyncio.sleep(self._poll_interval)
 
-    def _detach(self, c: _Container) -> None:
+    def _detach(self, c: ProcContainer) -> None:
         if c.pidfd is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(c.pidfd)
@@ -515,7 +495,7 @@ class ProcessDriver:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    def _check_exit(self, c: _Container) -> bool:
+    def _check_exit(self, c: ProcContainer) -> bool:
         """If ``c``'s process has exited: clean up its group, reap it, record the exit.
         Returns True once the container is exited."""
         if c.state != "running" or c.pid is None:
@@ -548,13 +528,18 @@ class ProcessDriver:
         self._mark_exited(c, code)
         return True
 
-    def _mark_exited(self, c: _Container, code: int | None, *, notify: bool = True) -> None:
+    def _mark_exited(self, c: ProcContainer, code: int | None, *, notify: bool = True) -> None:
         self._detach(c)
         c.state = "exited"
         c.exit_code = code
         c.reason = "Unknown" if code is None else ("Completed" if code == 0 else "Error")
         c.finished_at = self._clock.now()
         c.stragglers = []
+        for pid, ticks in c.execs:
+            if pu.is_same_process(pid, ticks):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+        c.execs = []
         self._save(c)
         c.exited.set()
         log.info("%s exited code=%s reason=%s", c.container_id, code, c.reason)
@@ -563,6 +548,42 @@ class ProcessDriver:
                 self.on_exit(c.status())
             except Exception:
                 log.exception("on_exit hook failed for %s", c.container_id)
+
+
+def host_working_dir(working_dir: str, mounts: builtins.list[Mount]) -> str:
+    """Where a process container's workingDir is on the host.
+
+    The process driver cannot mount anything, so a volume mount is only honoured for the
+    working directory: a workingDir at or under a mount's mountPath becomes the same place
+    under the mount's host source (the deepest mountPath wins). This lets a manifest that
+    mounts hostPath ``./apps`` at ``/app`` with workingDir ``/app`` run unchanged on both
+    drivers. Other mounts are not visible to process containers: they see the host's own
+    filesystem.
+    """
+    if not working_dir:
+        return ""
+    best: tuple[int, str] | None = None
+    for m in mounts:
+        dest = "/" + "/".join(p for p in m.destination.split("/") if p)
+        if working_dir == dest or working_dir.startswith(dest.rstrip("/") + "/"):
+            rest = working_dir[len(dest) :].lstrip("/")
+            mapped = str(m.source / rest) if rest else str(m.source)
+            if best is None or len(dest) > best[0]:
+                best = (len(dest), mapped)
+    return best[1] if best is not None else working_dir
+
+
+def _identity(security: SecurityConfig, where: str) -> tuple[int | None, int | None]:
+    """(uid, gid) to run as, None for "the agent's own". Switching needs root; asking for
+    another user without it is an error rather than a silent run as the wrong user."""
+    user, group = security.run_as_user, security.run_as_group
+    if os.geteuid() == 0:
+        return user, group
+    if user is not None and user != os.geteuid():
+        raise DriverError(f"{where}: cannot run as user {user}: the agent is not root")
+    if group is not None and group != os.getegid():
+        raise DriverError(f"{where}: cannot run as group {group}: the agent is not root")
+    return None, None
 
 
 def _copytruncate(path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from shoal.agent import Agent, AgentConfig
+from shoal.agent._volumes import PodVolumes
 from shoal.api import Event, Pod
 from shoal.client import Client
 from shoal.runtime import _procutil as pu
@@ -171,3 +172,5 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
                         os.killpg(pid, signal.SIGKILL)
             _reap(pid for pid, _ in seen)
             await eventually(lambda: not any(alive(p, t) for p, t in seen), timeout=5)
+            # Memory emptyDirs are tmpfs mounts when root: never leave one behind.
+            PodVolumes(h.data_dir / "pods").release_mounts()

@@ -9,7 +9,7 @@ from shoal.agent import AgentConfig
 
 
 def test_all_is_pinned() -> None:
-    assert shoal.agent.__all__ == ["Agent", "AgentConfig"]
+    assert shoal.agent.__all__ == ["Agent", "AgentConfig", "default_runtime"]
 
 
 def test_config_defaults() -> None:
@@ -22,6 +22,10 @@ def test_config_defaults() -> None:
     )
     assert (cfg.backoff_initial, cfg.backoff_cap, cfg.stop_pods_on_exit) == (10.0, 300.0, False)
     assert cfg.labels == {}
+    assert cfg.resolved_image_dir == cfg.data_dir / "images"
+    assert cfg.resolved_cgroup_parent == "/shoal/n"
+    assert (cfg.image_pull_backoff_initial, cfg.image_pull_backoff_cap) == (10.0, 300.0)
+    assert (cfg.auth_file, cfg.insecure_registries) == (None, ())
     assert {f.name for f in dataclasses.fields(AgentConfig)} >= {
         "node_name",
         "data_dir",
