@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from shoal.api import KindInfo, kind_by_plural
 from shoal.apiserver import _discovery
 from shoal.apiserver._patch import json_patch, merge_patch
+from shoal.apiserver._proxy import AgentProxy
 from shoal.apiserver._registry import Registry
 from shoal.errors import (
     APIStatusError,
@@ -104,7 +104,8 @@ class APIServer:
         self.registry = registry or Registry(store)
         self.ready = False
         self._events = _EventCache()
-        self._http: httpx.AsyncClient | None = None
+        self.proxy = AgentProxy(store)
+        """Logs, exec and node proxy requests, relayed to node agents."""
 
     async def startup(self) -> None:
         await self.registry.ensure_system_namespaces()
@@ -112,8 +113,7 @@ class APIServer:
 
     async def shutdown(self) -> None:
         self.ready = False
-        if self._http is not None:
-            await self._http.aclose()
+        await self.proxy.aclose()
 
     def app(self) -> FastAPI:
         app = FastAPI(title="shoal API server", docs_url=None, redoc_url=None, openapi_url=None)
@@ -164,8 +164,20 @@ class APIServer:
 
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
+        @app.websocket("/api/v1/namespaces/{namespace}/pods/{name}/exec")
+        async def pod_exec(ws: WebSocket, namespace: str, name: str) -> None:
+            if not self.ready:
+                await ws.send_denial_response(
+                    _status_response(UnavailableError("the API server is starting"))
+                )
+                return
+            await self.proxy.exec(ws, namespace, name)
+
         @app.api_route("/api/v1/{path:path}", methods=methods)
         async def core(request: Request, path: str) -> Response:
+            relayed = await self._agent_paths(request, path)
+            if relayed is not None:
+                return relayed
             return await self.handle(request, parse_path("", "v1", path))
 
         @app.api_route("/apis/{group}/{version}/{path:path}", methods=methods)
@@ -325,61 +337,25 @@ class APIServer:
     async def _logs(self, request: Request, t: Target) -> Response:
         """Proxy to the node agent that runs the pod, as the Kubernetes API server does."""
         assert t.name is not None
-        ns = t.namespace or "default"
-        pod = await self.registry.store.get("pods", ns, t.name)
-        node_name = (pod.get("spec") or {}).get("nodeName")
-        if not node_name:
-            raise BadRequestError(f'pod "{t.name}" is not scheduled to a node yet; it has no logs')
-        node = await self.registry.store.get("nodes", "", node_name)
-        status = node.get("status") or {}
-        addrs = status.get("addresses") or []
-        address = next((a["address"] for a in addrs if a.get("type") == "InternalIP"), None)
-        port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
-        if not address or not port:
-            raise UnavailableError(f'node "{node_name}" does not publish an agent endpoint')
-        containers = [c["name"] for c in (pod.get("spec") or {}).get("containers", [])]
-        container = request.query_params.get("container") or (
-            containers[0] if len(containers) == 1 else None
-        )
-        if container is None:
-            raise BadRequestError(
-                f"a container name must be specified for pod {t.name}, choose one of: [{' '.join(containers)}]"
-            )
-        if container not in containers:
-            raise BadRequestError(f"container {container} is not valid for pod {t.name}")
-        host = f"[{address}]" if ":" in address else address
-        url = f"http://{host}:{port}/containerLogs/{ns}/{t.name}/{container}"
-        params = {
-            k: v
-            for k, v in request.query_params.items()
-            if k in ("follow", "previous", "tailLines")
-        }
-        params["uid"] = pod["metadata"].get("uid", "")
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
-        try:
-            upstream = await self._http.send(
-                self._http.build_request("GET", url, params=params), stream=True
-            )
-        except httpx.HTTPError as exc:
-            raise UnavailableError(f'cannot reach the agent of node "{node_name}": {exc}') from None
-        if upstream.status_code != 200:
-            body = await upstream.aread()
-            await upstream.aclose()
-            try:
-                err = APIStatusError.from_status(json.loads(body), upstream.status_code)
-            except ValueError:
-                err = UnavailableError(body.decode(errors="replace"))
-            raise err
+        if request.method != "GET":
+            raise _method_not_allowed(request.method)
+        return await self.proxy.logs(t.namespace or "default", t.name, dict(request.query_params))
 
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in upstream.aiter_raw():
-                    yield chunk
-            finally:
-                await upstream.aclose()
-
-        return StreamingResponse(relay(), media_type="text/plain")
+    async def _agent_paths(self, request: Request, path: str) -> Response | None:
+        """The core paths that end at a node agent and are no kind's subresource:
+        ``nodes/NAME/proxy/PATH`` and a plain-HTTP ``pods/NAME/exec`` (which needs a
+        WebSocket upgrade). None for every other path."""
+        parts = [p for p in path.split("/") if p]
+        if len(parts) == 5 and parts[0] == "namespaces" and parts[2:5:2] == ["pods", "exec"]:
+            raise BadRequestError("Upgrade request required")
+        if len(parts) >= 3 and parts[0] == "nodes" and parts[2] == "proxy":
+            if not self.ready:
+                raise UnavailableError("the API server is starting")
+            if request.method != "GET":
+                raise _method_not_allowed(request.method)
+            rest = "/".join(parts[3:])
+            return await self.proxy.node_get(parts[1], rest, request.url.query)
+        return None
 
 
 def _method_not_allowed(method: str) -> APIStatusError:

@@ -13,6 +13,13 @@ KUBE_COMPAT_MINOR = "31"
 
 _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
+_RELAYED: dict[str, tuple[tuple[str, str, list[str]], ...]] = {
+    "Pod": (("exec", "PodExecOptions", ["create", "get"]),),
+    "Node": (("proxy", "NodeProxyOptions", ["create", "delete", "get", "patch", "update"]),),
+}
+"""Subresources served by relaying to a node agent (not kinds' stored subresources), listed
+as Kubernetes lists them."""
+
 
 def version_info() -> dict[str, str]:
     return {
@@ -68,6 +75,11 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
         for sub in sorted(k.subresources):
             sub_kind = {"scale": "Scale", "binding": "Binding", "log": "Pod"}.get(sub, k.kind)
             verbs = {"binding": ["create"], "log": ["get"]}.get(sub, ["get", "patch", "update"])
+            resources.append(
+                {"name": f"{k.plural}/{sub}", "singularName": "", "namespaced": k.namespaced,
+                 "kind": sub_kind, "verbs": verbs}
+            )  # fmt: skip
+        for sub, sub_kind, verbs in _RELAYED.get(k.kind, ()):
             resources.append(
                 {"name": f"{k.plural}/{sub}", "singularName": "", "namespaced": k.namespaced,
                  "kind": sub_kind, "verbs": verbs}

@@ -7,7 +7,14 @@ or by a ``register(app)`` function called here. Commands should do their async w
 ``shoal.cli._app.run(ctx, job)`` so that errors print as one line with exit code 1.
 """
 
-from shoal.cli import _commands, _describe, _rollout, _run  # noqa: F401  (they register commands)
+from shoal.cli import (  # noqa: F401  (they register commands)
+    _commands,
+    _describe,
+    _exec,
+    _image,
+    _rollout,
+    _run,
+)
 from shoal.cli._app import app
 
 _run.register(app)

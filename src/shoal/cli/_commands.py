@@ -60,7 +60,11 @@ def apply(
     ] = False,
 ) -> None:
     """Create or update objects from manifests. Every document is checked first; if any is
-    invalid, nothing is sent."""
+    invalid, nothing is sent.
+
+    A relative hostPath.path in a pod spec (Pod, Deployment, ReplicaSet) is resolved against
+    the directory of the manifest file (of the current directory for -f -), as Docker
+    Compose resolves relative bind mounts."""
     if not filename:
         fail("apply needs at least one -f FILE (a file, a directory, or - for stdin)")
     files = filename

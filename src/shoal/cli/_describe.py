@@ -199,6 +199,36 @@ def container_fields(c: Container, status: Any, indent: int) -> list[Field]:
         out.append((i, "Readiness", _probe(c.readiness_probe)))
     out.append((i, "Environment", "" if c.env else NONE))
     out += [(i + 2, e.name, e.value) for e in c.env]
+    mounts = [
+        f"{m.mount_path} from {m.name}"
+        + (f' (path "{m.sub_path}")' if m.sub_path else "")
+        + (" (ro)" if m.read_only else " (rw)")
+        for m in c.volume_mounts
+    ]
+    out.append((i, "Mounts", mounts or NONE))
+    return out
+
+
+def volumes_fields(pod: Pod) -> list[Field]:
+    """kubectl's Volumes block: each volume's type and source."""
+    if not pod.spec.volumes:
+        return [(0, "Volumes", NONE)]
+    out: list[Field] = [(0, "Volumes", "")]
+    for v in pod.spec.volumes:
+        out.append((2, v.name, ""))
+        if v.host_path is not None:
+            out += [
+                (4, "Type", "HostPath (bare host directory volume)"),
+                (4, "Path", v.host_path.path),
+                (4, "HostPathType", v.host_path.type),
+            ]
+        elif v.empty_dir is not None:
+            limit = v.empty_dir.size_limit
+            out += [
+                (4, "Type", "EmptyDir (a temporary directory that shares a pod's lifetime)"),
+                (4, "Medium", v.empty_dir.medium),
+                (4, "SizeLimit", str(limit) if limit is not None else "<unset>"),
+            ]
     return out
 
 
@@ -232,6 +262,7 @@ def describe_pod(pod: Pod, events: Sequence[Event], now: float) -> list[str]:
         head += container_fields(c, by_name.get(c.name), 4)
     lines = fields(head)
     lines += conditions_lines(st.conditions)
+    lines += fields(volumes_fields(pod))
     tolerations = [
         f"{t.key or ''}{'=' + t.value if t.value else ''}:{t.effect or ''}"
         + (" op=Exists" if t.operator == "Exists" else "")

@@ -5,12 +5,17 @@ is matched to a kind and validated with the same rules the API server applies; o
 of them are valid does anything get sent. A typo in the fifth document therefore never leaves
 the first four half-applied. Errors name the file, the document's position in it and every
 field at fault.
+
+A relative ``hostPath.path`` in a Pod, Deployment or ReplicaSet is resolved while reading,
+against the directory of the manifest file (standard input: the current directory), as
+Docker Compose resolves relative bind mounts; the server only ever sees absolute paths.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,7 +80,7 @@ def load_documents(sources: Sequence[str], stdin: TextIO | None = None) -> list[
         try:
             if source == STDIN:
                 text = (stdin or sys.stdin).read()
-                docs += parse_text(text, STDIN_NAME)
+                docs += resolve_host_paths(parse_text(text, STDIN_NAME), Path.cwd())
                 continue
             path = Path(source)
             if path.is_dir():
@@ -87,12 +92,47 @@ def load_documents(sources: Sequence[str], stdin: TextIO | None = None) -> list[
             else:
                 raise ManifestError([Problem(source, "no such file or directory")])
             for f in files:
-                docs += parse_text(_read(f), str(f), json_only=f.suffix == ".json")
+                parsed = parse_text(_read(f), str(f), json_only=f.suffix == ".json")
+                docs += resolve_host_paths(parsed, f.resolve().parent)
         except ManifestError as exc:
             problems += exc.problems
     if problems:
         raise ManifestError(problems)
     return docs
+
+
+_POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+}
+
+
+def resolve_host_paths(docs: list[Document], base: Path) -> list[Document]:
+    """The documents with each relative ``hostPath.path`` of a pod spec made absolute
+    against ``base`` (normalised; ``..`` allowed). Anything malformed is left as it is for
+    validation to report."""
+    out: list[Document] = []
+    for doc in docs:
+        data = copy.deepcopy(doc.data)
+        changed = _resolve_in(data, base)
+        out.append(Document(doc.source, doc.index, data) if changed else doc)
+    return out
+
+
+def _resolve_in(data: dict[str, Any], base: Path) -> bool:
+    spec: Any = data
+    for key in _POD_SPEC_PATHS.get(str(data.get("kind")), ()):
+        spec = spec.get(key) if isinstance(spec, dict) else None
+    volumes = spec.get("volumes") if isinstance(spec, dict) and spec is not data else None
+    changed = False
+    for vol in volumes if isinstance(volumes, list) else []:
+        host_path = vol.get("hostPath") if isinstance(vol, dict) else None
+        path = host_path.get("path") if isinstance(host_path, dict) else None
+        if isinstance(host_path, dict) and isinstance(path, str) and path and path[0] != "/":
+            host_path["path"] = os.path.normpath(base / path)
+            changed = True
+    return changed
 
 
 def _read(path: Path) -> str:

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shoal.agent import Agent, AgentConfig
+from shoal.agent import Agent, AgentConfig, default_runtime
 from shoal.apiserver import DEFAULT_PORT, serve_data_dir
 from shoal.client import Client, server_url
 from shoal.controllers import ControllerManager
@@ -46,6 +47,35 @@ def default_node_name() -> str:
     name = socket.gethostname().split(".")[0].lower()
     cleaned = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in name).strip("-")
     return cleaned or "node"
+
+
+class Runtime(StrEnum):
+    """``--runtime`` choices."""
+
+    auto = "auto"
+    process = "process"
+    runc = "runc"
+
+
+RUNTIME_HELP = (
+    "Runtime driver: runc (Linux containers from OCI images; needs root and runc), process "
+    "(plain host processes) or auto (runc when it can be used here, else process)."
+)
+
+
+def choose_runtime(requested: Runtime) -> str:
+    """The driver to run: ``auto`` resolved, and ``runc`` checked up front so that a machine
+    that cannot run it gets one line saying why rather than a failing agent."""
+    if requested is Runtime.auto:
+        return default_runtime()
+    if requested is Runtime.runc:
+        from shoal.runtime.runc import runc_unavailable_reason
+
+        reason = runc_unavailable_reason()
+        if reason is not None:
+            console.print(f"[red]error:[/red] the runc runtime cannot be used here: {reason}")
+            raise typer.Exit(1)
+    return requested.value
 
 
 def run_async(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
@@ -183,9 +213,13 @@ def register(app: typer.Typer) -> None:
         api_port: int = typer.Option(
             DEFAULT_PORT, "--api-port", help="API server port on 127.0.0.1."
         ),
-        runtime: str = typer.Option("process", "--runtime", help="Runtime driver: process."),
+        runtime: Runtime = typer.Option(Runtime.auto, "--runtime", help=RUNTIME_HELP),
         files: list[Path] = typer.Option(
-            [], "-f", "--filename", help="Manifests to apply once the cluster runs."
+            [],
+            "-f",
+            "--filename",
+            help="Manifests to apply once the cluster runs (a relative hostPath in them is "
+            "relative to the manifest's directory).",
         ),
         node_name: str = typer.Option(
             "", "--node-name", help="Name of this node (default: the host name)."
@@ -206,19 +240,19 @@ def register(app: typer.Typer) -> None:
         Two processes: the API server (with its store) in a child, everything else here, so
         both cores work; they talk over loopback HTTP exactly as in the distributed mode."""
         _configure_logging(verbose)
-        if runtime != "process":
-            raise typer.BadParameter(
-                f'runtime "{runtime}" is not available; this build has: process'
-            )
+        chosen = choose_runtime(runtime)
         ddir = (data_dir or default_data_dir()).resolve()
         node = node_name or default_node_name()
         url = f"http://127.0.0.1:{api_port}"
+        console.print(f"runtime: {chosen}")
 
         async def main(stop: asyncio.Event) -> None:
             server = await _spawn_api_server(ddir, api_port, url, verbose)
             async with Client(url) as client:
                 agent = Agent(client, AgentConfig(node_name=node, data_dir=ddir / "agent",
                                                   heartbeat_interval=heartbeat_interval,
+                                                  runtime=chosen, image_dir=ddir / "images",
+                                                  cgroup_parent=f"/shoal/{node}",
                                                   stop_pods_on_exit=True))  # fmt: skip
                 components: dict[str, Awaitable[None]] = {
                     "scheduler": Scheduler(client).run(),
@@ -289,19 +323,28 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option(
             "127.0.0.1", "--address", help="This node's IP, published to the cluster."
         ),
-        port: int = typer.Option(0, "--port", help="Agent HTTP port (logs); 0 picks a free one."),
+        port: int = typer.Option(
+            0, "--port", help="Agent HTTP port (logs, exec, stats); 0 picks a free one."
+        ),
         heartbeat_interval: float = typer.Option(2.0, help="Seconds between heartbeats."),
+        runtime: Runtime = typer.Option(Runtime.auto, "--runtime", help=RUNTIME_HELP),
         verbose: bool = typer.Option(False, "-v", "--verbose"),
     ) -> None:
         """Run a node agent that registers this machine and runs the pods bound to it."""
         _configure_logging(verbose)
+        chosen = choose_runtime(runtime)
         node = node_name or default_node_name()
         ddir = (data_dir or default_data_dir() / f"agent-{node}").resolve()
+        # The image store is shared with `shoal image --data-dir` (the default data dir's, or
+        # the --data-dir given here).
+        images = (data_dir.resolve() if data_dir else default_data_dir()) / "images"
+        console.print(f"runtime: {chosen}")
 
         async def main(stop: asyncio.Event) -> None:
             async with Client(server_url(server)) as client:
                 cfg = AgentConfig(node_name=node, data_dir=ddir, address=address, http_port=port,
-                                  heartbeat_interval=heartbeat_interval)  # fmt: skip
+                                  heartbeat_interval=heartbeat_interval, runtime=chosen,
+                                  image_dir=images, cgroup_parent=f"/shoal/{node}")  # fmt: skip
                 await _supervise({"agent": Agent(client, cfg).run()}, stop)
 
         run_async(main)

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -34,6 +34,14 @@ from shoal.api import (
     kind_info,
 )
 from shoal.api import EventSource as _EventSource
+from shoal.client.remotecommand import (
+    ExecInput,
+    Sink,
+    exec_query,
+    open_exec,
+    run_session,
+    websocket_url,
+)
 from shoal.errors import APIStatusError, GoneError, ServerUnreachableError
 
 T = TypeVar("T", bound=Resource)
@@ -212,6 +220,40 @@ class Client:
             raise ServerUnreachableError(
                 f"cannot reach the API server at {self.server}: {exc}"
             ) from exc
+
+    async def exec(
+        self,
+        name: str,
+        namespace: str = "default",
+        command: Sequence[str] = (),
+        *,
+        container: str | None = None,
+        stdin: ExecInput = None,
+        stdout: Sink | None = None,
+        stderr: Sink | None = None,
+    ) -> int:
+        """Run ``command`` in a running container of pod ``name`` and return its exit code.
+
+        ``stdin`` (bytes, or an async iterator of chunks) is sent and then closed; None sends
+        no input. Output arrives as it is produced through the ``stdout``/``stderr``
+        callbacks. Refusals (no such pod, container not running) raise the server's
+        APIStatusError; a command that cannot be started raises the Status it failed with."""
+        path = kind_info("Pod").object_path(name, namespace) + "/exec"
+        query = exec_query(command, container=container, stdin=stdin is not None)
+        ws = await open_exec(f"{websocket_url(self.server)}{path}?{query}")
+        return await run_session(ws, stdin, stdout, stderr)
+
+    async def node_proxy(self, node: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET ``path`` on a node's agent through the API server (``nodes/NAME/proxy/PATH``,
+        as Kubernetes proxies to the kubelet); the decoded JSON answer."""
+        target = kind_info("Node").object_path(node) + "/proxy/" + path.lstrip("/")
+        return await self.request("GET", target, params=params)
+
+    async def stats_summary(self, node: str) -> dict[str, Any]:
+        """The node agent's resource usage summary (the kubelet's ``/stats/summary`` shape:
+        ``node`` and ``pods`` with cpu ``usageNanoCores`` and memory ``workingSetBytes``)."""
+        result: dict[str, Any] = await self.node_proxy(node, "stats/summary")
+        return result
 
     async def record_event(
         self,

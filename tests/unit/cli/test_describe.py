@@ -78,3 +78,34 @@ def test_pending_pod_shows_scheduling_reasons_and_container_state() -> None:
     assert "8080/TCP (http)" in text and "41234/TCP" in text
     assert "disk=ssd" in text
     assert "      sleep" in text and "      60" in text
+
+
+def test_pod_volumes_mounts_and_oom_last_state() -> None:
+    pod = Pod.model_validate(
+        {
+            "metadata": {"name": "v", "namespace": "default"},
+            "spec": {
+                "containers": [
+                    {"name": "c", "image": "busybox:1",
+                     "volumeMounts": [{"name": "app", "mountPath": "/app", "readOnly": True},
+                                      {"name": "tmp", "mountPath": "/scratch"}]}
+                ],
+                "volumes": [{"name": "app", "hostPath": {"path": "/srv/app", "type": "Directory"}},
+                            {"name": "tmp", "emptyDir": {}}],
+            },
+            "status": {"containerStatuses": [{
+                "name": "c", "restartCount": 2, "image": "busybox:1",
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137,
+                                             "startedAt": "2024-01-01T00:00:00Z",
+                                             "finishedAt": "2024-01-01T00:00:05Z"}}}]},
+        }
+    )  # fmt: skip
+    text = "\n".join(describe_pod(pod, [], NOW))
+    assert "Mounts:" in text and "/app from app (ro)" in text and "/scratch from tmp (rw)" in text
+    assert "Type:          HostPath (bare host directory volume)" in text
+    assert "Path:          /srv/app" in text
+    assert "EmptyDir (a temporary directory that shares a pod's lifetime)" in text
+    for expected in ("Reason:", "OOMKilled", "Exit Code:", "137", "Restart Count:", "busybox:1",
+                     "Finished:", "2024-01-01T00:00:05Z", "CrashLoopBackOff"):  # fmt: skip
+        assert expected in text, expected

@@ -210,3 +210,11 @@ def test_kind_references() -> None:
 def test_plain_table_aligns_and_strips() -> None:
     lines = plain_table(["Type", "Reason"], [["Warning", "FailedScheduling"], ["Normal", "x"]], 2)
     assert lines == ["  Type     Reason", "  Warning  FailedScheduling", "  Normal   x"]
+
+
+def test_image_pull_and_oom_reasons_show_like_kubectl() -> None:
+    for reason in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"):
+        pulling = {"name": "c0", "state": {"waiting": {"reason": reason, "message": "x"}}}
+        assert pod_status(_pod([pulling], phase="Pending")) == reason
+    oom = {"name": "c0", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}
+    assert pod_status(_pod([oom], phase="Failed")) == "OOMKilled"
