@@ -1,11 +1,14 @@
-"""apply -> Running for N pods on one node with the process driver.
+"""apply -> Running for N pods on one node, and the agent's memory per running container.
 
-    .venv/bin/python bench/startup_bench.py [--pods 100]
+    .venv/bin/python bench/startup_bench.py [--pods 100] [--runtime process]
+    .venv/bin/python bench/startup_bench.py --pods 50 --runtime runc     # root, runc
 
 Starts `shoal up` in a temporary data dir, watches pods, applies a Deployment of N replicas
 (`sleep`), and records for every pod the time from its creation (the watch's ADDED event)
 to Running (the MODIFIED event with phase Running), plus the time from apply to all Running.
-Prints p50/p99 per pod.
+Prints p50/p99 per pod. With runc, the pods run a busybox image (built with umoci and loaded
+into the node's image store first, pull policy Never), each in its own overlay root, and the
+bench also prints how much the `shoal up` process grew per running container.
 """
 
 from __future__ import annotations
@@ -13,13 +16,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from _common import free_port, pct, shoal_process
+from _common import REPO, free_port, pct, rss_kib, shoal_process
+
+sys.path.insert(0, str(REPO))
+from tests.oci_support import build_busybox_image
 
 MANIFEST = {
     "apiVersion": "apps/v1",
@@ -38,7 +46,16 @@ MANIFEST = {
 }  # fmt: skip
 
 
-async def run(url: str, n: int) -> tuple[list[float], float]:
+def _manifest(n: int, image: str | None) -> dict:  # type: ignore[type-arg]
+    body = json.loads(json.dumps(MANIFEST))
+    body["spec"]["replicas"] = n
+    if image:
+        container = body["spec"]["template"]["spec"]["containers"][0]
+        container.update({"image": image, "imagePullPolicy": "Never"})
+    return body  # type: ignore[no-any-return]
+
+
+async def run(url: str, n: int, image: str | None) -> tuple[list[float], float]:
     created: dict[str, float] = {}
     bound: dict[str, float] = {}
     running: dict[str, float] = {}
@@ -70,8 +87,7 @@ async def run(url: str, n: int) -> tuple[list[float], float]:
 
         w = asyncio.create_task(watch())
         await asyncio.sleep(0.3)
-        body = json.loads(json.dumps(MANIFEST))
-        body["spec"]["replicas"] = n
+        body = _manifest(n, image)
         t0 = time.perf_counter()
         r = await http.post("/apis/apps/v1/namespaces/default/deployments", json=body)
         assert r.status_code == 201, r.text
@@ -92,34 +108,55 @@ async def run(url: str, n: int) -> tuple[list[float], float]:
         print(
             f"  bound -> Running:   p50 {pct(start, 50) * 1000:.0f} ms  p99 {pct(start, 99) * 1000:.0f} ms"
         )
-        await http.delete("/apis/apps/v1/namespaces/default/deployments/bench")
         return lat, total
+
+
+def _delete_all(url: str) -> None:
+    httpx.delete(f"{url}/apis/apps/v1/namespaces/default/deployments/bench")
+    for _ in range(300):
+        if not httpx.get(f"{url}/api/v1/namespaces/default/pods").json()["items"]:
+            return
+        time.sleep(0.1)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=100)
+    ap.add_argument("--runtime", choices=["process", "runc"], default="process")
+    ap.add_argument("--settle", type=float, default=5.0, help="idle seconds before reading RSS")
     args = ap.parse_args()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with (
-        tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp,
-        shoal_process(
-            ["up", "--data-dir", tmp, "--api-port", str(port)],
-            f"{url}/readyz",
-            Path(tmp) / "up.log",
-        ),
-    ):
-        for _ in range(100):
-            if httpx.get(f"{url}/api/v1/nodes").json()["items"]:
-                break
-            time.sleep(0.1)
-        lat, total = asyncio.run(run(url, args.pods))
-        print(f"pod startup (created -> Running), {args.pods} pods, process driver, one node:")
+    image = None
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
+        if args.runtime == "runc":
+            image = "shoal.bench/busybox:1"
+            layout = build_busybox_image(Path(tmp) / "img", tag="1")
+            subprocess.run([sys.executable, "-m", "shoal.cli", "image", "load", "--data-dir", tmp,
+                            str(layout), "--tag", image], check=True, cwd=REPO,
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+        up = ["up", "--data-dir", tmp, "--api-port", str(port), "--runtime", args.runtime]
+        with shoal_process(up, f"{url}/readyz", Path(tmp) / "up.log") as proc:
+            for _ in range(100):
+                if httpx.get(f"{url}/api/v1/nodes").json()["items"]:
+                    break
+                time.sleep(0.1)
+            time.sleep(args.settle)
+            rss_before = rss_kib(proc.pid)
+            lat, total = asyncio.run(run(url, args.pods, image))
+            time.sleep(args.settle)
+            rss_after = rss_kib(proc.pid)
+            _delete_all(url)
+        print(
+            f"pod startup (created -> Running), {args.pods} pods, {args.runtime} driver, one node:"
+        )
         print(
             f"  p50 {pct(lat, 50) * 1000:.0f} ms   p99 {pct(lat, 99) * 1000:.0f} ms   max {max(lat) * 1000:.0f} ms"
         )
         print(f"  apply -> all {args.pods} Running: {total:.2f} s")
+        per = (rss_after - rss_before) / args.pods
+        print(f"  agent memory per running container: {per:.0f} KiB (shoal up components RSS "
+              f"{rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB; no shim process per container)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import pytest
 
 from shoal.runtime import _procutil as pu
 from shoal.testing import free_port
+from tests.rootreq import require_root
 
 SHOAL = [sys.executable, "-m", "shoal.cli"]
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +45,33 @@ def kill_leftover_containers(data_dir: Path) -> None:
         if pu.is_same_process(pid, started):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid or pid, signal.SIGKILL)
+
+
+def cleanup_runc(data_dir: Path, node: str) -> None:
+    """After a failed runc test: delete the runc containers under this data dir, unmount what
+    is mounted below it, and remove the node's cgroups. Touches only this test's resources."""
+    for state in data_dir.rglob("runc/state"):
+        out = subprocess.run(["runc", "--root", str(state), "list", "-q"], capture_output=True,
+                             text=True, check=False).stdout  # fmt: skip
+        for cid in out.split():
+            subprocess.run(["runc", "--root", str(state), "delete", "-f", cid],
+                           capture_output=True, check=False)  # fmt: skip
+    mounts = [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4].startswith(str(data_dir))
+    ]
+    for mountpoint in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=False)
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / "shoal" / node
+        if top.is_dir():
+            for d in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if d.is_dir():
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
 
 
 @dataclass
@@ -85,6 +114,7 @@ class Cluster:
     tmp: Path
     port: int
     up: ShoalProcess
+    runtime: str = "process"
     extra: list[ShoalProcess] = field(default_factory=list)
 
     @property
@@ -142,7 +172,7 @@ class Cluster:
         data = self.tmp / f"agent-{name}"
         agent = ShoalProcess(
             [*SHOAL, "agent", "--server", self.url, "--node-name", name, "--data-dir", str(data),
-             "--heartbeat-interval", "1"],
+             "--heartbeat-interval", "1", "--runtime", self.runtime],
             data,
             self.tmp / f"agent-{name}.log",
         )  # fmt: skip
@@ -177,15 +207,30 @@ def pod_ready(p: dict[str, Any]) -> bool:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A one-node cluster on the process driver (the control-plane tests need no root)."""
+    yield from _cluster(tmp_path, "process")
+
+
+@pytest.fixture
+def runc_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A one-node cluster on the runc driver (root; CI is root)."""
+    require_root("runc")
+    yield from _cluster(tmp_path, "runc")
+
+
+def _cluster(tmp_path: Path, runtime: str) -> Iterator[Cluster]:
     port = free_port()
     data = tmp_path / "up"
+    # runc: a unique node name, since the driver's cgroups live under /shoal/<node>.
+    node = "node-a" if runtime == "process" else f"node-{secrets.token_hex(3)}"
     up = ShoalProcess(
-        [*SHOAL, "up", "--data-dir", str(data), "--api-port", str(port), "--node-name", "node-a",
-         "--node-monitor-grace", "3", "--pod-eviction-timeout", "3", "--heartbeat-interval", "1"],
+        [*SHOAL, "up", "--data-dir", str(data), "--api-port", str(port), "--node-name", node,
+         "--node-monitor-grace", "3", "--pod-eviction-timeout", "3", "--heartbeat-interval", "1",
+         "--runtime", runtime],
         data,
         tmp_path / "up.log",
     )  # fmt: skip
-    c = Cluster(tmp_path, port, up)
+    c = Cluster(tmp_path, port, up, runtime)
     up.start()
     try:
         c.wait_ready()
@@ -196,3 +241,5 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         up.stop(signal.SIGINT)
         for proc in [up, *c.extra]:
             kill_leftover_containers(proc.data_dir)
+            if runtime == "runc":
+                cleanup_runc(proc.data_dir, node)

@@ -34,7 +34,7 @@ def test_server_and_agent_run_a_deployment(control_plane: tuple[str, Path]) -> N
     url, tmp = control_plane
     wait_for(lambda: _ready(url), timeout=20, what="shoal server ready")
     agent = ShoalProcess([*SHOAL, "agent", "--server", url, "--node-name", "worker-1",
-                          "--data-dir", str(tmp / "agent"), "--heartbeat-interval", "1"],
+                          "--data-dir", str(tmp / "agent"), "--heartbeat-interval", "1", "--runtime", "process"],
                          tmp / "agent", tmp / "agent.log")  # fmt: skip
     agent.start()
     try:
