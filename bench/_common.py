@@ -18,7 +18,16 @@ from typing import Any
 
 from shoal.testing import free_port  # re-exported for the bench scripts
 
-__all__ = ["REPO", "RawHTTP", "free_port", "pct", "rss_kib", "shoal_process"]
+__all__ = [
+    "REPO",
+    "RawHTTP",
+    "cpu_seconds",
+    "free_port",
+    "machine_busy_seconds",
+    "pct",
+    "rss_kib",
+    "shoal_process",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,3 +119,19 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(own CPU seconds, CPU seconds of its reaped children) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / tick
+    kids = (int(fields[13]) + int(fields[14])) / tick
+    return own, kids
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (non-idle, non-iowait, from /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")

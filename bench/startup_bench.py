@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from _common import REPO, free_port, pct, rss_kib, shoal_process
+from _common import REPO, cpu_seconds, free_port, machine_busy_seconds, pct, rss_kib, shoal_process
 
 sys.path.insert(0, str(REPO))
 from tests.oci_support import build_busybox_image
@@ -111,6 +114,56 @@ async def run(url: str, n: int, image: str | None) -> tuple[list[float], float]:
         return lat, total
 
 
+def runc_alone(n: int, tmp: Path) -> tuple[list[float], float]:
+    """The reference floor: ``n`` concurrent ``runc run --detach`` of prepared bundles (a shared
+    read-only busybox root, `runc spec` defaults, own cgroups), no shoal involved. Returns each
+    container's time to running and the time until all ran; then removes everything."""
+    root, state = tmp / "floor", tmp / "floor" / "state"
+    rootfs = root / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy2(shutil.which("busybox") or "/bin/busybox", rootfs / "bin" / "busybox")
+    (rootfs / "bin" / "sleep").symlink_to("busybox")
+    subprocess.run(["runc", "spec", "--bundle", str(root)], check=True)
+    spec = json.loads((root / "config.json").read_text())
+    spec["process"].update({"terminal": False, "args": ["/bin/sleep", "3600"]})
+    spec["root"] = {"path": str(rootfs), "readonly": True}
+    group = f"/shoal-bench-floor-{os.getpid()}"
+    ids = [f"floor{i}" for i in range(n)]
+    for cid in ids:
+        (root / cid).mkdir()
+        spec["linux"]["cgroupsPath"] = f"{group}/{cid}"
+        spec["hostname"] = cid
+        (root / cid / "config.json").write_text(json.dumps(spec))
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(["runc", "--root", str(state), "run", "--detach", "--bundle",
+                               str(root / cid), cid], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for cid in ids]  # fmt: skip
+    done: list[float] = []
+    try:
+        for proc in procs:
+            proc.wait()
+            done.append(time.perf_counter() - t0)
+        return done, time.perf_counter() - t0
+    finally:
+        for cid in ids:
+            subprocess.run(["runc", "--root", str(state), "delete", "--force", cid],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            top = hierarchy / group.strip("/")
+            for leaf in [top / cid for cid in ids] + [top]:
+                with contextlib.suppress(OSError):
+                    leaf.rmdir()
+
+
+def _api_server_pid(up_pid: int) -> int:
+    """`shoal up` runs its API server as a child process (python -m shoal.apiserver)."""
+    for kid in Path(f"/proc/{up_pid}/task/{up_pid}/children").read_text().split():
+        if b"shoal.apiserver" in Path(f"/proc/{kid}/cmdline").read_bytes():
+            return int(kid)
+    raise RuntimeError("no API server child found")
+
+
 def _delete_all(url: str) -> None:
     httpx.delete(f"{url}/apis/apps/v1/namespaces/default/deployments/bench")
     for _ in range(300):
@@ -143,7 +196,10 @@ def main() -> None:
                 time.sleep(0.1)
             time.sleep(args.settle)
             rss_before = rss_kib(proc.pid)
+            api_pid = _api_server_pid(proc.pid)
+            cpu0 = (cpu_seconds(proc.pid), cpu_seconds(api_pid), machine_busy_seconds())
             lat, total = asyncio.run(run(url, args.pods, image))
+            cpu1 = (cpu_seconds(proc.pid), cpu_seconds(api_pid), machine_busy_seconds())
             time.sleep(args.settle)
             rss_after = rss_kib(proc.pid)
             _delete_all(url)
@@ -154,6 +210,16 @@ def main() -> None:
             f"  p50 {pct(lat, 50) * 1000:.0f} ms   p99 {pct(lat, 99) * 1000:.0f} ms   max {max(lat) * 1000:.0f} ms"
         )
         print(f"  apply -> all {args.pods} Running: {total:.2f} s")
+        comp, kids = (cpu1[0][0] - cpu0[0][0]), (cpu1[0][1] - cpu0[0][1])
+        api, busy = cpu1[1][0] - cpu0[1][0], cpu1[2] - cpu0[2]
+        print(f"  CPU from apply to all Running: {busy:.2f} s busy on {os.cpu_count()} cores in "
+              f"{total:.2f} s: components {comp:.2f} s, API server {api:.2f} s, "
+              f"reaped child processes (runc) {kids:.2f} s")  # fmt: skip
+        if args.runtime == "runc":
+            floor, floor_total = runc_alone(args.pods, Path(tmp))
+            print(f"  reference, runc alone ({args.pods} concurrent `runc run -d`, no shoal): "
+                  f"p50 {pct(floor, 50) * 1000:.0f} ms  p99 {pct(floor, 99) * 1000:.0f} ms, "
+                  f"all running after {floor_total:.2f} s")  # fmt: skip
         per = (rss_after - rss_before) / args.pods
         print(f"  agent memory per running container: {per:.0f} KiB (shoal up components RSS "
               f"{rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB; no shim process per container)")  # fmt: skip

@@ -8,7 +8,7 @@ appended bytes until the container's attempt ends; copytruncate rotation is dete
 file shrinking below the read offset, and the rotated copy's tail is served first.
 
 ``/exec/{ns}/{pod}/{container}?command=...`` is the kubelet's exec endpoint: a WebSocket in
-Kubernetes' channel protocol (see ``shoal.client.remotecommand``) that runs the command through the
+Kubernetes' channel protocol (see ``shoal._util.remotecommand``) that runs the command through the
 runtime driver's ``exec`` and pumps its pipes; ``/stats/summary`` answers the agent's
 ``stats_summary()`` in the kubelet's Summary API shape. The API server proxies both.
 
@@ -37,7 +37,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from shoal.client.remotecommand import (
+from shoal._util.remotecommand import (
     CLOSE,
     ERROR,
     PROTOCOL_V4,

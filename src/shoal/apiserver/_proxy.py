@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from shoal.client.remotecommand import exec_query, open_exec
+from shoal._util.remotecommand import exec_query, open_exec
 from shoal.errors import APIStatusError, BadRequestError, ServerUnreachableError, UnavailableError
 from shoal.store import Store
 

@@ -18,6 +18,14 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from shoal._util import format_time
+from shoal._util.remotecommand import (
+    ExecInput,
+    Sink,
+    exec_query,
+    open_exec,
+    run_session,
+    websocket_url,
+)
 from shoal.api import (
     Deployment,
     Endpoints,
@@ -34,14 +42,6 @@ from shoal.api import (
     kind_info,
 )
 from shoal.api import EventSource as _EventSource
-from shoal.client.remotecommand import (
-    ExecInput,
-    Sink,
-    exec_query,
-    open_exec,
-    run_session,
-    websocket_url,
-)
 from shoal.errors import APIStatusError, GoneError, ServerUnreachableError
 
 T = TypeVar("T", bound=Resource)

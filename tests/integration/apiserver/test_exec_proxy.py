@@ -14,9 +14,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from shoal._util.remotecommand import PROTOCOL_V4, PROTOCOL_V5, exec_query
 from shoal.api import Pod
 from shoal.client import Client
-from shoal.client.remotecommand import PROTOCOL_V4, PROTOCOL_V5, exec_query
 from shoal.errors import BadRequestError, NotFoundError
 from shoal.testing import RunningAPIServer, running_api_server
 from tests.integration.cli.conftest import Node, running_node, wait_pod

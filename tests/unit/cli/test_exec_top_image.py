@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from shoal._util.remotecommand import exit_code_of, exit_status, negotiate
 from shoal.api import Node, Pod
 from shoal.cli._exec import default_container, format_cores, format_mib, node_row, pod_usages
 from shoal.cli._image import human_size, image_rows, short_id, split_tag
 from shoal.cli._manifest import load_documents, parse_text, resolve_host_paths
-from shoal.client.remotecommand import exit_code_of, exit_status, negotiate
 from shoal.errors import APIStatusError
 from shoal.runtime.images import ImageConfig, ImageRecord
 

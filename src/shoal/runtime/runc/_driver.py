@@ -363,20 +363,19 @@ class RuncDriver:
         cwd: str,
         where: str,
     ) -> None:
-        """Prepare the bundle, ``runc create`` (pid known, init waiting), watch, ``start``."""
+        """Prepare the bundle, ``runc run --detach``, then watch the init's pid."""
         bundle = self.bundles_dir / c.runc_id
         await asyncio.to_thread(self._prepare_bundle, c, config, resolved, argv, cwd, where)
         c.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_fd = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
-            await self._runc.create(c.runc_id, bundle, bundle / "init.pid", log_fd)
+            await self._runc.run_detached(c.runc_id, bundle, bundle / "init.pid", log_fd)
         except DriverError as exc:
             raise DriverError(f"{where}: {exc}") from None
         finally:
             os.close(log_fd)
         c.pid = int((bundle / "init.pid").read_text().strip())
         c.start_ticks = pu.proc_start_ticks(c.pid)
-        await self._runc.start(c.runc_id)
         c.state = "running"
         c.started_at = self._clock.now()
         self._save(c)
@@ -393,8 +392,9 @@ class RuncDriver:
     ) -> None:
         """Root filesystem, pod files and config.json (file work: run in a thread)."""
         bundle = self.bundles_dir / c.runc_id
-        unmount_all(bundle)
-        shutil.rmtree(bundle, ignore_errors=True)
+        if bundle.exists():  # left by a crash: never delete through a live mount
+            unmount_all(bundle)
+            shutil.rmtree(bundle, ignore_errors=True)
         bundle.mkdir(parents=True)
         write_bundle(
             bundle,

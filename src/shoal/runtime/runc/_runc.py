@@ -84,9 +84,13 @@ class Runc:
             raise DriverError(f"runc {args[0]}: {message}")
         return out.decode(errors="replace")
 
-    async def create(self, runc_id: str, bundle: Path, pid_file: Path, log_fd: int) -> None:
-        """``runc create``: the container's init waits for ``start``; its stdout and stderr
-        are ``log_fd`` (a file: runc hands its own stdio to the init, never give it a pipe)."""
+    async def run_detached(self, runc_id: str, bundle: Path, pid_file: Path, log_fd: int) -> None:
+        """``runc run --detach``: create and start in one runc process (``create`` then
+        ``start`` costs a second Go process start, ~7 ms of CPU per container). The init's pid
+        is in ``pid_file`` when this returns; as the agent is the child subreaper, an init
+        that already exited stays a zombie until we reap it, so no exit is missed. Its stdout
+        and stderr are ``log_fd`` (a file: runc hands its own stdio to the init, never give
+        it a pipe)."""
         log_file = bundle / "runc.log"
         log_file.unlink(missing_ok=True)
         argv = [
@@ -97,7 +101,8 @@ class Runc:
             str(log_file),
             "--log-format",
             "json",
-            "create",
+            "run",
+            "--detach",
             "--bundle",
             str(bundle),
             "--pid-file",
@@ -113,9 +118,6 @@ class Runc:
         if await proc.wait() != 0:
             message = _last_error(log_file) or f"exit status {proc.returncode}"
             raise DriverError(message)
-
-    async def start(self, runc_id: str) -> None:
-        await self._run("start", runc_id)
 
     async def kill(self, runc_id: str, sig: str) -> None:
         await self._run("kill", runc_id, sig)
