@@ -20,7 +20,7 @@ import httpx
 from shoal._util import Clock, SystemClock
 from shoal.agent._config import AgentConfig
 from shoal.agent._context import WorkerContext
-from shoal.agent._http import AgentHTTPServer, LogRef, build_app
+from shoal.agent._http import AgentHTTPServer, LogRef, build_app, find_worker
 from shoal.agent._images import ImagePuller
 from shoal.agent._node import NodeKeeper
 from shoal.agent._podworker import PodWorker
@@ -30,7 +30,7 @@ from shoal.agent._stats import PodRef, StatsKeeper, Target
 from shoal.agent._volumes import PodVolumes
 from shoal.api import Pod
 from shoal.client import Client, Informer
-from shoal.errors import BadRequestError, DriverError, NotFoundError
+from shoal.errors import BadRequestError, DriverError
 from shoal.runtime import ContainerStatus as RuntimeStatus
 from shoal.runtime import Driver, ExitHook
 from shoal.runtime.images import ImageService
@@ -378,19 +378,7 @@ class Agent:
     def find_log(
         self, namespace: str, pod: str, container: str, uid: str | None, previous: bool
     ) -> LogRef:
-        worker = next(
-            (
-                w
-                for w in self.workers.values()
-                if w.pod.metadata.name == pod
-                and (w.pod.metadata.namespace or "default") == namespace
-                and (not uid or w.uid == uid)
-                and not w.finished
-            ),
-            None,
-        )
-        if worker is None:
-            raise NotFoundError(f'pods "{pod}" not found', kind="pods", name=pod)
+        worker = find_worker(self.workers, namespace, pod, uid)
         found = worker.log_attempt(container, previous)
         if isinstance(found, str):
             raise BadRequestError(found)

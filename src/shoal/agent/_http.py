@@ -164,15 +164,15 @@ async def stream_log(
 # --- exec -------------------------------------------------------------------------------------
 
 
-async def running_container(
-    host: ExecHost, namespace: str, pod: str, container: str, uid: str | None
-) -> str:
-    """The runtime id of ``container`` of the pod, which must be running right now.
-    Raises NotFoundError (no such pod on this node) or BadRequestError (Status bodies)."""
+def find_worker(
+    workers: Mapping[str, PodWorker], namespace: str, pod: str, uid: str | None
+) -> PodWorker:
+    """The worker of the named pod (of that uid, if given) that is still running on this node.
+    Raises NotFoundError when there is none."""
     worker = next(
         (
             w
-            for w in host.workers.values()
+            for w in workers.values()
             if w.pod.metadata.name == pod
             and (w.pod.metadata.namespace or "default") == namespace
             and (not uid or w.uid == uid)
@@ -182,6 +182,15 @@ async def running_container(
     )
     if worker is None:
         raise NotFoundError(f'pods "{pod}" not found', kind="pods", name=pod)
+    return worker
+
+
+async def running_container(
+    host: ExecHost, namespace: str, pod: str, container: str, uid: str | None
+) -> str:
+    """The runtime id of ``container`` of the pod, which must be running right now.
+    Raises NotFoundError (no such pod on this node) or BadRequestError (Status bodies)."""
+    worker = find_worker(host.workers, namespace, pod, uid)
     record = worker.records.get(container)
     if record is None:
         raise BadRequestError(f"container {container} is not valid for pod {pod}")

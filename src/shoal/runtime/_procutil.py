@@ -1,4 +1,4 @@
-"""Host-process helpers for the process driver: /proc reading, exec lookup, ports, state files.
+"""Host-process helpers for the drivers: /proc reading, exec lookup, ports, state files.
 
 Kept apart from ``process.py`` so the driver reads as a state machine and these small,
 Linux-specific pieces can be tested and reasoned about one at a time.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -266,6 +267,14 @@ def host_memory_bytes() -> int:
 
 
 # --- shared by the drivers -------------------------------------------------------------------
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_safe(what: str, value: str) -> None:
+    """Ids and names become file and cgroup names: refuse anything that could escape."""
+    if not _SAFE_NAME.match(value) or ".." in value:
+        raise DriverError(f"invalid {what} {value!r}: must be [A-Za-z0-9._-] (no '..')")
 
 
 def assign_host_ports(

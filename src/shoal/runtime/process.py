@@ -31,18 +31,16 @@ import contextlib
 import logging
 import os
 import platform
-import re
-import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from shoal._util import Clock, SystemClock
 from shoal.errors import DriverError
 from shoal.runtime import _procutil as pu
+from shoal.runtime._common import DriverBase, ExitHook
 from shoal.runtime._proccontainer import ProcContainer
 from shoal.runtime._procstats import group_usage, proc_cwd, proc_environ
 from shoal.runtime._protocol import (
@@ -51,7 +49,6 @@ from shoal.runtime._protocol import (
     ContainerStatus,
     Fingerprint,
     Mount,
-    PortRequest,
     SecurityConfig,
 )
 
@@ -59,19 +56,8 @@ __all__ = ["ExitHook", "ProcessDriver"]
 
 log = logging.getLogger(__name__)
 
-ExitHook = Callable[[ContainerStatus], None]
-"""Called on the event loop with the final status when a container's process exits."""
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def _check_safe(what: str, value: str) -> None:
-    """Ids and names become file names; refuse anything that could escape the directory."""
-    if not _SAFE_NAME.match(value) or ".." in value:
-        raise DriverError(f"invalid {what} {value!r}: must be [A-Za-z0-9._-] (no '..')")
-
-
-class ProcessDriver:
+class ProcessDriver(DriverBase[ProcContainer]):
     """Runs containers as host processes. See the module docstring for the design."""
 
     name = "process"
@@ -103,7 +89,6 @@ class ProcessDriver:
         self._kill_timeout = kill_timeout
         self._containers: dict[str, ProcContainer] = {}
         self._names: dict[str, tuple[str, str]] = {}
-        """container_id -> (pod_uid, name); kept after remove() so logs stay findable."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -133,8 +118,8 @@ class ProcessDriver:
         is a quick syscall (Popen returns once exec succeeded), and keeping it one
         uninterrupted step means no other start() can interleave and grab the same ports."""
         cid = config.container_id
-        _check_safe("pod uid", config.pod_uid)
-        _check_safe("container name", config.name)
+        pu.check_safe("pod uid", config.pod_uid)
+        pu.check_safe("container name", config.name)
         where = f"container {config.name!r} of pod {config.namespace}/{config.pod_name}"
         previous = self._containers.get(cid)
         if previous is not None and previous.state == "running":
@@ -152,7 +137,7 @@ class ProcessDriver:
             raise DriverError(f"{where}: working directory {shown} does not exist")
         user, group = _identity(config.security, where)
 
-        host_ports = self._assign_ports(cid, config.ports, previous)
+        host_ports = self._assign_ports(cid, config.ports, previous, _is_running)
         env = self._build_env(config, host_ports)
         argv = [*config.command, *config.args]
         try:
@@ -204,12 +189,6 @@ class ProcessDriver:
             memory_limit_bytes=config.memory_limit_bytes,
         )
 
-    async def inspect(self, container_id: str) -> ContainerStatus:
-        return self._get(container_id).status()
-
-    async def list(self) -> list[ContainerStatus]:
-        return [c.status() for c in self._containers.values()]
-
     async def stop(self, container_id: str, grace_period: float) -> ContainerStatus:
         c = self._get(container_id)
         if c.state != "running" or c.pid is None:
@@ -258,7 +237,7 @@ class ProcessDriver:
                 if data is None:
                     raise ValueError("not a JSON object")
                 c = ProcContainer.from_state(data)
-                _check_safe("container id", c.container_id)
+                pu.check_safe("container id", c.container_id)
             except (KeyError, TypeError, ValueError, DriverError) as exc:
                 log.warning("ignoring unreadable state file %s: %s", path, exc)
                 continue
@@ -275,10 +254,6 @@ class ProcessDriver:
             else:
                 c.exited.set()
         return [c.status() for c in self._containers.values()]
-
-    def log_path(self, container_id: str, attempt: int) -> Path:
-        pod_uid, name = self._names.get(container_id) or self._split_id(container_id)
-        return self.log_dir / pod_uid / name / f"{attempt}.log"
 
     async def exec(
         self, container_id: str, command: builtins.list[str]
@@ -337,56 +312,7 @@ class ProcessDriver:
             pids=usage.pids,
         )
 
-    # --- extras for the agent ----------------------------------------------------------------
-
-    async def enforce_log_limits(self) -> None:
-        """Cap each running container's log with copytruncate (to ``<attempt>.log.1``).
-
-        Copy-then-truncate works without telling the process because it writes with
-        O_APPEND: after the truncate its next write lands at the new end (offset 0). Lines
-        written between the copy and the truncate are lost; that is the accepted price.
-        """
-        for c in list(self._containers.values()):
-            if c.state != "running":
-                continue
-            try:
-                size = c.log_path.stat().st_size
-            except OSError:
-                continue
-            if size > self.log_max_bytes:
-                await asyncio.to_thread(_copytruncate, c.log_path)
-
-    def remove_logs(self, pod_uid: str) -> None:
-        """Delete every log of a pod (all containers, all attempts): the pod is gone."""
-        _check_safe("pod uid", pod_uid)
-        shutil.rmtree(self.log_dir / pod_uid, ignore_errors=True)
-
-    def close(self) -> None:
-        """Stop watching (remove pidfd readers, cancel polls) but leave processes running.
-
-        What an agent does on shutdown: the containers outlive it, and the next driver
-        instance re-adopts them with recover().
-        """
-        for c in self._containers.values():
-            self._detach(c)
-
     # --- internals ---------------------------------------------------------------------------
-
-    def _get(self, container_id: str) -> ProcContainer:
-        c = self._containers.get(container_id)
-        if c is None:
-            raise DriverError(f"no such container: {container_id}")
-        return c
-
-    @staticmethod
-    def _split_id(container_id: str) -> tuple[str, str]:
-        """Fallback for ids this instance never saw: pod UIDs and DNS names contain no ``_``."""
-        pod_uid, sep, name = container_id.partition("_")
-        if not sep:
-            raise DriverError(f"no such container: {container_id}")
-        _check_safe("pod uid", pod_uid)
-        _check_safe("container name", name)
-        return pod_uid, name
 
     def _state_path(self, container_id: str) -> Path:
         return self.state_dir / f"{container_id}.json"
@@ -396,35 +322,6 @@ class ProcessDriver:
             pu.write_json_atomic(self._state_path(c.container_id), c.to_state())
         except OSError as exc:
             log.error("cannot write state of %s: %s", c.container_id, exc)
-
-    def _assign_ports(
-        self, cid: str, ports: builtins.list[PortRequest], previous: ProcContainer | None
-    ) -> dict[int, int]:
-        """Pick host ports, reusing the previous attempt's where still free (stable endpoints).
-
-        Ports held by other running containers are never handed out; those remembered for
-        exited ones are avoided too, so their restart can get them back.
-        """
-        held: set[int] = set()
-        remembered: set[int] = set()
-        for other in self._containers.values():
-            if other.container_id == cid:
-                continue
-            remembered.update(other.host_ports.values())
-            if other.state == "running":
-                held.update(other.host_ports.values())
-        before = previous.host_ports if previous is not None else {}
-        result: dict[int, int] = {}
-        for req in ports:
-            if req.container_port in result:
-                continue
-            want = before.get(req.container_port)
-            if want and want not in held and want not in result.values() and pu.port_is_free(want):
-                result[req.container_port] = want
-            else:
-                avoid = held | remembered | set(result.values())
-                result[req.container_port] = pu.allocate_port(avoid)
-        return result
 
     def _build_env(self, config: ContainerConfig, host_ports: dict[int, int]) -> dict[str, str]:
         """Host basics, then pod identity, then ports, then the user's env (which wins)."""
@@ -460,24 +357,12 @@ class ProcessDriver:
 
     def _watch(self, c: ProcContainer) -> None:
         """Get told when ``c`` exits: pidfd + add_reader, else a polling task."""
-        assert c.pid is not None
         if self._use_pidfd:
-            try:
-                fd = os.pidfd_open(c.pid)
-            except ProcessLookupError:
-                self._check_exit(c)
+            # Our own child cannot be reused before we reap it; an adopted pid might have been.
+            exc = self._watch_pidfd(c, verify=c.popen is None)
+            if exc is None:
                 return
-            except OSError as exc:
-                log.debug("pidfd_open unavailable (%s); polling %s", exc, c.container_id)
-            else:
-                # The pidfd now pins one process; re-check it is the one we mean.
-                if c.popen is None and not pu.is_same_process(c.pid, c.start_ticks):
-                    os.close(fd)
-                    self._check_exit(c)
-                    return
-                c.pidfd = fd
-                asyncio.get_running_loop().add_reader(fd, self._check_exit, c)
-                return
+            log.debug("pidfd_open unavailable (%s); polling %s", exc, c.container_id)
         c.poll_task = asyncio.get_running_loop().create_task(self._poll(c))
 
     async def _poll(self, c: ProcContainer) -> None:
@@ -485,12 +370,7 @@ class ProcessDriver:
             await asyncio.sleep(self._poll_interval)
 
     def _detach(self, c: ProcContainer) -> None:
-        if c.pidfd is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(c.pidfd)
-            with contextlib.suppress(OSError):
-                os.close(c.pidfd)
-            c.pidfd = None
+        super()._detach(c)
         task, c.poll_task = c.poll_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -528,26 +408,27 @@ class ProcessDriver:
         self._mark_exited(c, code)
         return True
 
-    def _mark_exited(self, c: ProcContainer, code: int | None, *, notify: bool = True) -> None:
-        self._detach(c)
-        c.state = "exited"
-        c.exit_code = code
-        c.reason = "Unknown" if code is None else ("Completed" if code == 0 else "Error")
-        c.finished_at = self._clock.now()
+    def _mark_exited(
+        self,
+        c: ProcContainer,
+        code: int | None,
+        *,
+        notify: bool = True,
+        reason: str | None = None,
+    ) -> None:
+        """Also forget the stragglers and kill what was exec'd into the container."""
         c.stragglers = []
         for pid, ticks in c.execs:
             if pu.is_same_process(pid, ticks):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
         c.execs = []
-        self._save(c)
-        c.exited.set()
-        log.info("%s exited code=%s reason=%s", c.container_id, code, c.reason)
-        if notify and self.on_exit is not None:
-            try:
-                self.on_exit(c.status())
-            except Exception:
-                log.exception("on_exit hook failed for %s", c.container_id)
+        super()._mark_exited(c, code, notify=notify, reason=reason)
+
+
+def _is_running(c: ProcContainer) -> bool:
+    """Whether ``c`` holds its host ports (an exited one's are only remembered)."""
+    return c.state == "running"
 
 
 def host_working_dir(working_dir: str, mounts: builtins.list[Mount]) -> str:
@@ -584,12 +465,3 @@ def _identity(security: SecurityConfig, where: str) -> tuple[int | None, int | N
     if group is not None and group != os.getegid():
         raise DriverError(f"{where}: cannot run as group {group}: the agent is not root")
     return None, None
-
-
-def _copytruncate(path: Path) -> None:
-    """Copy ``path`` to ``path.1`` (atomically replacing it), then empty ``path``."""
-    rotated = path.with_name(path.name + ".1")
-    tmp = path.with_name(path.name + ".1.tmp")
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, rotated)
-    os.truncate(path, 0)

@@ -28,13 +28,13 @@ import logging
 import os
 import platform
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shoal._util import Clock, SystemClock
 from shoal.errors import DriverError, ShoalError
 from shoal.runtime import _procutil as pu
+from shoal.runtime._common import DriverBase, ExitHook
 from shoal.runtime._protocol import (
     ContainerConfig,
     ContainerStats,
@@ -54,11 +54,8 @@ __all__ = ["ExitHook", "RuncDriver"]
 
 log = logging.getLogger(__name__)
 
-ExitHook = Callable[[ContainerStatus], None]
-"""Called on the event loop with the final status when a container's init exits."""
 
-
-class RuncDriver:
+class RuncDriver(DriverBase[Container]):
     """Runs containers with runc. See the module docstring for the design."""
 
     name = "runc"
@@ -99,7 +96,6 @@ class RuncDriver:
         self._containers: dict[str, Container] = {}
         self._starting: set[str] = set()
         self._names: dict[str, tuple[str, str]] = {}
-        """container_id -> (pod_uid, name); kept after remove() so logs stay findable."""
         self._version: str | None = None
         self._bounding_caps = bounding_caps()
         for d in (self.state_dir, self.bundles_dir, self.pods_dir, self.log_dir):
@@ -125,8 +121,8 @@ class RuncDriver:
         )
 
     async def start(self, config: ContainerConfig) -> ContainerStatus:
-        sp.check_safe("pod uid", config.pod_uid)
-        sp.check_safe("container name", config.name)
+        pu.check_safe("pod uid", config.pod_uid)
+        pu.check_safe("container name", config.name)
         cid = config.container_id
         where = f"container {config.name!r} of pod {config.namespace}/{config.pod_name}"
         previous = self._containers.get(cid)
@@ -154,12 +150,6 @@ class RuncDriver:
             self._starting.discard(cid)
         log.info("started %s runc=%s pid=%s ports=%s", cid, c.runc_id, c.pid, c.host_ports)
         return c.status()
-
-    async def inspect(self, container_id: str) -> ContainerStatus:
-        return self._get(container_id).status()
-
-    async def list(self) -> list[ContainerStatus]:
-        return [c.status() for c in self._containers.values()]
 
     async def stop(self, container_id: str, grace_period: float) -> ContainerStatus:
         c = self._get(container_id)
@@ -200,8 +190,8 @@ class RuncDriver:
                 if data is None:
                     raise ValueError("not a JSON object")
                 c = Container.from_state(data)
-                sp.check_safe("pod uid", c.pod_uid)
-                sp.check_safe("container name", c.name)
+                pu.check_safe("pod uid", c.pod_uid)
+                pu.check_safe("container name", c.name)
                 if meta.parent.name != c.runc_id:
                     raise ValueError(f"runc id {c.runc_id!r} does not match its directory")
             except (KeyError, TypeError, ValueError, DriverError) as exc:
@@ -236,17 +226,6 @@ class RuncDriver:
         await self._sweep(set(runc_states))
         return [c.status() for c in self._containers.values()]
 
-    def log_path(self, container_id: str, attempt: int) -> Path:
-        names = self._names.get(container_id)
-        if names is None:
-            pod_uid, sep, name = container_id.partition("_")
-            if not sep:
-                raise DriverError(f"no such container: {container_id}")
-            sp.check_safe("pod uid", pod_uid)
-            sp.check_safe("container name", name)
-            names = (pod_uid, name)
-        return self.log_dir / names[0] / names[1] / f"{attempt}.log"
-
     async def exec(
         self, container_id: str, command: builtins.list[str]
     ) -> asyncio.subprocess.Process:
@@ -272,31 +251,6 @@ class RuncDriver:
             memory_limit_bytes=usage.memory_limit_bytes,
             pids=usage.pids,
         )
-
-    # --- extras for the agent ----------------------------------------------------------------
-
-    async def enforce_log_limits(self) -> None:
-        """Cap each running container's log with copytruncate (to ``<attempt>.log.1``)."""
-        for c in builtins.list(self._containers.values()):
-            if c.state != "running":
-                continue
-            try:
-                size = c.log_path.stat().st_size
-            except OSError:
-                continue
-            if size > self.log_max_bytes:
-                await asyncio.to_thread(pu.copytruncate, c.log_path)
-
-    def remove_logs(self, pod_uid: str) -> None:
-        """Delete every log of a pod (all containers, all attempts): the pod is gone."""
-        sp.check_safe("pod uid", pod_uid)
-        shutil.rmtree(self.log_dir / pod_uid, ignore_errors=True)
-
-    def close(self) -> None:
-        """Stop watching exits but leave the containers running: the next driver on the same
-        root adopts them with recover()."""
-        for c in self._containers.values():
-            self._detach(c)
 
     # --- starting ----------------------------------------------------------------------------
 
@@ -324,20 +278,13 @@ class RuncDriver:
                 )
 
     def _new_container(self, config: ContainerConfig, previous: Container | None) -> Container:
-        held: set[int] = set()
-        remembered: set[int] = set()
-        for other in self._containers.values():
-            if other.container_id == config.container_id:
-                continue
-            remembered.update(other.host_ports.values())
-            if other.state != "exited":
-                held.update(other.host_ports.values())
         if config.network_namespace:
             # Its own network namespace: every port is its own, nothing to share on the host.
             host_ports = {p.container_port: p.container_port for p in config.ports}
         else:
-            before = previous.host_ports if previous is not None else {}
-            host_ports = pu.assign_host_ports(config.ports, before, held, remembered)
+            host_ports = self._assign_ports(
+                config.container_id, config.ports, previous, _holds_ports
+            )
         runc_id = runc_id_for(config.container_id)
         return Container(
             container_id=config.container_id,
@@ -365,7 +312,27 @@ class RuncDriver:
     ) -> None:
         """Prepare the bundle, ``runc run --detach``, then watch the init's pid."""
         bundle = self.bundles_dir / c.runc_id
-        await asyncio.to_thread(self._prepare_bundle, c, config, resolved, argv, cwd, where)
+        inputs = BundleInputs(
+            argv=argv,
+            cwd=cwd,
+            where=where,
+            cgroup_path=c.cgroup_path,
+            host_ports=c.host_ports,
+            host_ip=self.host_ip,
+            default_pids_limit=self._default_pids_limit,
+            bounding_caps=self._bounding_caps,
+        )
+
+        def prepare_bundle() -> None:
+            """Root filesystem, pod files and config.json (file work: run in a thread)."""
+            if bundle.exists():  # left by a crash: never delete through a live mount
+                unmount_all(bundle)
+                shutil.rmtree(bundle, ignore_errors=True)
+            bundle.mkdir(parents=True)
+            write_bundle(bundle, self.pods_dir / config.pod_uid, config, resolved, inputs)
+            self._save(c)
+
+        await asyncio.to_thread(prepare_bundle)
         c.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_fd = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
@@ -381,63 +348,13 @@ class RuncDriver:
         self._save(c)
         self._watch(c)
 
-    def _prepare_bundle(
-        self,
-        c: Container,
-        config: ContainerConfig,
-        resolved: ResolvedImage | None,
-        argv: builtins.list[str],
-        cwd: str,
-        where: str,
-    ) -> None:
-        """Root filesystem, pod files and config.json (file work: run in a thread)."""
-        bundle = self.bundles_dir / c.runc_id
-        if bundle.exists():  # left by a crash: never delete through a live mount
-            unmount_all(bundle)
-            shutil.rmtree(bundle, ignore_errors=True)
-        bundle.mkdir(parents=True)
-        write_bundle(
-            bundle,
-            self.pods_dir / config.pod_uid,
-            config,
-            resolved,
-            BundleInputs(
-                argv=argv,
-                cwd=cwd,
-                where=where,
-                cgroup_path=c.cgroup_path,
-                host_ports=c.host_ports,
-                host_ip=self.host_ip,
-                default_pids_limit=self._default_pids_limit,
-                bounding_caps=self._bounding_caps,
-            ),
-        )
-        self._save(c)
-
     # --- exits -------------------------------------------------------------------------------
 
     def _watch(self, c: Container) -> None:
         """Be told when ``c``'s init exits: a pidfd registered with the event loop."""
-        assert c.pid is not None
-        try:
-            fd = os.pidfd_open(c.pid)
-        except ProcessLookupError:
-            self._check_exit(c)
-            return
-        if not pu.is_same_process(c.pid, c.start_ticks):
-            os.close(fd)  # the pid was reused: ours is long gone
-            self._check_exit(c)
-            return
-        c.pidfd = fd
-        asyncio.get_running_loop().add_reader(fd, self._check_exit, c)
-
-    def _detach(self, c: Container) -> None:
-        if c.pidfd is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(c.pidfd)
-            with contextlib.suppress(OSError):
-                os.close(c.pidfd)
-            c.pidfd = None
+        exc = self._watch_pidfd(c)
+        if exc is not None:
+            raise exc
 
     def _check_exit(self, c: Container) -> None:
         if c.state != "running" or c.pid is None:
@@ -462,25 +379,9 @@ class RuncDriver:
             else:
                 if pid == 0:
                     return  # still running
-                code = os.waitstatus_to_exitcode(status)
-                code = 128 - code if code < 0 else code
+                code = pu.exit_code_from_returncode(os.waitstatus_to_exitcode(status))
         oom = cg.oom_kills(self._cgroups, c.cgroup_path) > 0
-        self._detach(c)
-        c.state = "exited"
-        c.exit_code = code
-        if oom:
-            c.reason = "OOMKilled"
-        else:
-            c.reason = "Unknown" if code is None else ("Completed" if code == 0 else "Error")
-        c.finished_at = self._clock.now()
-        self._save(c)
-        c.exited.set()
-        log.info("%s exited code=%s reason=%s", c.container_id, code, c.reason)
-        if notify and self.on_exit is not None:
-            try:
-                self.on_exit(c.status())
-            except Exception:
-                log.exception("on_exit hook failed for %s", c.container_id)
+        self._mark_exited(c, code, notify=notify, reason="OOMKilled" if oom else None)
 
     # --- cleanup -----------------------------------------------------------------------------
 
@@ -551,17 +452,16 @@ class RuncDriver:
 
     # --- small helpers -----------------------------------------------------------------------
 
-    def _get(self, container_id: str) -> Container:
-        c = self._containers.get(container_id)
-        if c is None:
-            raise DriverError(f"no such container: {container_id}")
-        return c
-
     def _save(self, c: Container) -> None:
         try:
             pu.write_json_atomic(self.bundles_dir / c.runc_id / META_FILE, c.to_state())
         except OSError as exc:
             log.error("cannot write metadata of %s: %s", c.container_id, exc)
+
+
+def _holds_ports(c: Container) -> bool:
+    """Whether ``c`` holds its host ports (an exited one's are only remembered)."""
+    return c.state != "exited"
 
 
 if TYPE_CHECKING:

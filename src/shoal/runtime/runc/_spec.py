@@ -14,17 +14,14 @@ kept here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.errors import DriverError
-from shoal.runtime._procutil import DEFAULT_PATH, port_env_name
+from shoal.runtime._procutil import DEFAULT_PATH, check_safe, port_env_name
 from shoal.runtime._protocol import ContainerConfig, SecurityConfig
 from shoal.runtime.images._model import ImageConfig
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 CFS_PERIOD_US = 100_000
 """The kubelet's CFS period: a quota of ``millis * 100`` us per 100 ms is ``millis`` of a CPU."""
@@ -127,12 +124,6 @@ READONLY_PATHS = (
     "/proc/sys",
     "/proc/sysrq-trigger",
 )
-
-
-def check_safe(what: str, value: str) -> None:
-    """Ids and names become file and cgroup names: refuse anything that could escape."""
-    if not _SAFE_NAME.match(value) or ".." in value:
-        raise DriverError(f"invalid {what} {value!r}: must be [A-Za-z0-9._-] (no '..')")
 
 
 def check_cgroup_parent(value: str) -> str:
