@@ -67,8 +67,11 @@ def _leftovers(c: Cluster, node: str) -> list[str]:
         if mountpoint.startswith(data):
             found.append(f"mount {mountpoint}")
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        if (hierarchy / "shoal" / node).exists():
-            found.append(f"cgroup {hierarchy / 'shoal' / node}")
+        top = hierarchy / "shoal"
+        if (top / node).exists():
+            found.append(f"cgroup {top / node}")
+        elif top.is_dir() and not any(d.is_dir() for d in top.iterdir()):
+            found.append(f"empty cgroup {top}")  # no other node uses it: the last one prunes it
     return found
 
 

@@ -86,6 +86,9 @@ class RuncDriver(DriverBase[Container]):
         self.on_exit = on_exit
         self.host_ip = host_ip
         self.cgroup_parent = sp.check_cgroup_parent(cgroup_parent)
+        self._cgroup_top = "/" + self.cgroup_parent.strip("/").split("/")[0]
+        """The first component (``/shoal`` of ``/shoal/<node>``): pruned too when empty, so
+        the last agent on the machine leaves no trace; other agents' nodes keep it busy."""
         self._images = images
         self._clock: Clock = clock or SystemClock()
         self._runc_binary = runc
@@ -411,7 +414,7 @@ class RuncDriver(DriverBase[Container]):
             shutil.rmtree(self.pods_dir / c.pod_uid, ignore_errors=True)
             cg.prune_parents(self._cgroups, c.cgroup_path, f"{self.cgroup_parent}/{c.pod_uid}")
         if not self._containers and not self._starting:
-            cg.prune_parents(self._cgroups, self.cgroup_parent, self.cgroup_parent)
+            cg.prune_parents(self._cgroups, self.cgroup_parent, self._cgroup_top)
 
     async def _sweep(self, runc_ids: set[str]) -> None:
         """Remove what belongs to no known container: runc state, bundles, mounts, cgroups."""
@@ -448,7 +451,7 @@ class RuncDriver(DriverBase[Container]):
             if pod_dir.name not in pods:
                 shutil.rmtree(pod_dir, ignore_errors=True)
         if not known:
-            cg.prune_parents(self._cgroups, self.cgroup_parent, self.cgroup_parent)
+            cg.prune_parents(self._cgroups, self.cgroup_parent, self._cgroup_top)
 
     # --- small helpers -----------------------------------------------------------------------
 
