@@ -110,13 +110,26 @@ class Runc:
             runc_id,
         ]
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd
-            )
+            # Spawned and waited for in a worker thread: the spawn blocks its caller until
+            # runc has exec'd (vfork), several ms when the CPUs are busy starting many
+            # containers; on the event loop that would stall every other pod and probe.
+            # The thread owns a duplicate of the log fd, so a cancelled caller closing its
+            # own cannot pull it from under the spawn.
+            fd = os.dup(log_fd)
+
+            def spawn() -> int:
+                try:
+                    return subprocess.run(
+                        argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, check=False
+                    ).returncode
+                finally:
+                    os.close(fd)
+
+            rc = await asyncio.to_thread(spawn)
         except OSError as exc:
             raise DriverError(f"cannot run {self.binary}: {exc}") from exc
-        if await proc.wait() != 0:
-            message = _last_error(log_file) or f"exit status {proc.returncode}"
+        if rc != 0:
+            message = _last_error(log_file) or f"exit status {rc}"
             raise DriverError(message)
 
     async def kill(self, runc_id: str, sig: str) -> None:
