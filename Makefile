@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYS_STAMP := .make/system-packages
 # Packages the tests and the quickstart use (runc and image tools for the runc driver).
 # Later issues add CNI plugins and nftables.
-SYS_PACKAGES := iproute2 procps runc umoci skopeo docker-registry busybox-static
+SYS_PACKAGES := iproute2 procps runc umoci skopeo docker-registry busybox-static dnsutils dnsperf dnsmasq-base
 
 .PHONY: run test venv system lint typecheck unit bench clean
 

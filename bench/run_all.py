@@ -1,7 +1,7 @@
 """Run every benchmark and print its figures: .venv/bin/python bench/run_all.py
 
-The runc and image benchmarks need root (and runc, umoci, skopeo, docker-registry,
-busybox-static: `make system`); without root they are skipped with a note."""
+The runc, image and DNS benchmarks need root (and runc, umoci, skopeo, docker-registry,
+busybox-static, dnsperf, dnsmasq: `make system`); without root they are skipped with a note."""
 
 import os
 import subprocess
@@ -17,6 +17,7 @@ RUNS = [
     (["startup_bench.py", "--runtime", "runc", "--pods", "50"], True),
     (["memory_bench.py"], False),
     (["image_pull_bench.py"], True),
+    (["dns_bench.py"], True),
 ]
 
 for args, needs_root in RUNS:
