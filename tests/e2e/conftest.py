@@ -25,7 +25,10 @@ import httpx
 import pytest
 
 from shoal.runtime import _procutil as pu
+from shoal.runtime.runc import _cgroups as cg
+from shoal.runtime.runc import _rootfs as rfs
 from shoal.testing import free_port
+from tests.integration.runtime.conftest import cleanup_everything
 from tests.rootreq import require_root
 
 SHOAL = [sys.executable, "-m", "shoal.cli"]
@@ -48,30 +51,16 @@ def kill_leftover_containers(data_dir: Path) -> None:
 
 
 def cleanup_runc(data_dir: Path, node: str) -> None:
-    """After a failed runc test: delete the runc containers under this data dir, unmount what
-    is mounted below it, and remove the node's cgroups. Touches only this test's resources."""
-    for state in data_dir.rglob("runc/state"):
-        out = subprocess.run(["runc", "--root", str(state), "list", "-q"], capture_output=True,
-                             text=True, check=False).stdout  # fmt: skip
-        for cid in out.split():
-            subprocess.run(["runc", "--root", str(state), "delete", "-f", cid],
-                           capture_output=True, check=False)  # fmt: skip
-    mounts = [
-        line.split()[4]
-        for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if line.split()[4].startswith(str(data_dir))
-    ]
-    for mountpoint in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=False)
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        top = hierarchy / "shoal" / node
-        if top.is_dir():
-            for d in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                if d.is_dir():
-                    with contextlib.suppress(OSError):
-                        d.rmdir()
-            with contextlib.suppress(OSError):
-                top.rmdir()
+    """After a failed runc test: what the node's runc driver left (containers, mounts,
+    cgroups, via the runtime tests' helper), mounts elsewhere under the data dir (emptyDir
+    tmpfs), and the top /shoal cgroup when no other node uses it."""
+    cleanup_everything(data_dir / "agent" / "runc", f"/shoal/{node}")
+    for point in rfs.mounts_under(data_dir):
+        with contextlib.suppress(Exception):
+            rfs.unmount(point)
+    for top in cg.CgroupLayout.detect().dirs("/shoal"):
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
 
 @dataclass

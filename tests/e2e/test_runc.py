@@ -4,15 +4,16 @@ host sandbox, runs an image loaded into its store, reports OOM kills, and leaves
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from shoal.runtime.runc import _cgroups as cg
+from shoal.runtime.runc import _rootfs as rfs
 from tests.e2e.conftest import REPO, Cluster, pod_ready, wait_for
+from tests.integration.runtime.conftest import leftovers
 from tests.oci_support import build_busybox_image
 
 pytestmark = pytest.mark.e2e
@@ -49,29 +50,16 @@ def _pod(c: Cluster, name: str) -> dict[str, Any]:
     return r.json() if r.status_code == 200 else {}
 
 
-def _leftovers(c: Cluster, node: str) -> list[str]:
-    """Everything the runc driver of this cluster could have left on the host."""
-    found: list[str] = []
-    state = c.up.data_dir / "agent" / "runc" / "state"
-    if state.exists():
-        out = subprocess.run(
-            ["runc", "--root", str(state), "list", "--format", "json"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        found += [f"runc container {x['id']}" for x in json.loads(out or "null") or []]
-    data = str(c.up.data_dir)
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mountpoint = line.split()[4]
-        if mountpoint.startswith(data):
-            found.append(f"mount {mountpoint}")
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        top = hierarchy / "shoal"
-        if (top / node).exists():
-            found.append(f"cgroup {top / node}")
-        elif top.is_dir() and not any(d.is_dir() for d in top.iterdir()):
-            found.append(f"empty cgroup {top}")  # no other node uses it: the last one prunes it
+def _leftovers(c: Cluster, node: str) -> dict[str, Any]:
+    """Everything the runc driver of this cluster could have left on the host: its runc
+    containers and cgroups, any mount under the data dir, and an empty top /shoal cgroup."""
+    found = leftovers(c.up.data_dir / "agent" / "runc", f"/shoal/{node}")
+    found["mounts"] = rfs.mounts_under(c.up.data_dir)
+    found["empty /shoal"] = [
+        top
+        for top in cg.CgroupLayout.detect().dirs("/shoal")
+        if top.is_dir() and not any(d.is_dir() for d in top.iterdir())
+    ]
     return found
 
 
@@ -133,4 +121,4 @@ def test_runc_cluster_isolates_runs_images_and_cleans_up(
     c.cli("delete", "pod", "bb")
     wait_for(lambda: not _pod(c, "bb"), timeout=20, what="bb deleted")
     c.up.stop()
-    assert _leftovers(c, node_name) == []
+    assert all(not v for v in _leftovers(c, node_name).values()), _leftovers(c, node_name)
