@@ -14,6 +14,7 @@ from pathlib import Path
 
 from shoal._util import FakeClock
 from shoal.apiserver import APIServer, serve_api
+from shoal.discovery import RegistryConfig, RunningRegistry
 from shoal.store import SQLiteStore, open_store
 
 __all__ = ["FakeClock", "RunningAPIServer", "free_port", "running_api_server"]
@@ -33,11 +34,17 @@ class RunningAPIServer:
     store: SQLiteStore
     server: APIServer
     data_dir: Path
+    registry: RunningRegistry | None = None
+    """Set when started with a registry config: the Consul API and DNS ports, the state."""
 
 
 @contextlib.asynccontextmanager
-async def running_api_server(data_dir: Path | None = None) -> AsyncIterator[RunningAPIServer]:
-    """Start an API server in this event loop; stop it (and close its store) on exit."""
+async def running_api_server(
+    data_dir: Path | None = None, registry: RegistryConfig | None = None
+) -> AsyncIterator[RunningAPIServer]:
+    """Start an API server in this event loop; stop it (and close its store) on exit.
+
+    With ``registry`` the registry runs too (use ports 0 for free ones)."""
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shoal-test-")))
@@ -45,18 +52,35 @@ async def running_api_server(data_dir: Path | None = None) -> AsyncIterator[Runn
         server = APIServer(store)
         port = free_port()
         started = asyncio.Event()
+        running: list[RunningRegistry] = []
 
         async def on_started() -> None:
             started.set()
 
-        task = asyncio.create_task(serve_api(server, "127.0.0.1", port, on_started))
+        if registry is not None:
+            user_hook = registry.on_started
+
+            async def keep(r: RunningRegistry) -> None:
+                running.append(r)
+                if user_hook is not None:
+                    await user_hook(r)
+
+            registry.on_started = keep
+        task = asyncio.create_task(serve_api(server, "127.0.0.1", port, on_started, registry))
         waiter = asyncio.create_task(started.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             waiter.cancel()
             await task
         try:
-            yield RunningAPIServer(f"http://127.0.0.1:{port}", port, store, server, data_dir)
+            yield RunningAPIServer(
+                f"http://127.0.0.1:{port}",
+                port,
+                store,
+                server,
+                data_dir,
+                running[0] if running else None,
+            )
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shoal.api._apps import Deployment, ReplicaSet
+from shoal.api._consul import HealthCheck, KVPair, ServiceRegistration
 from shoal.api._core import Endpoints, Event, Namespace, Node, Pod, Service
 from shoal.api._meta import Resource
 
@@ -56,6 +57,12 @@ KINDS: tuple[KindInfo, ...] = (
              ("deploy",), frozenset({"status", "scale"})),
     KindInfo("ReplicaSet", "replicasets", "replicaset", "apps", "v1", True, ReplicaSet,
              ("rs",), frozenset({"status", "scale"})),
+    KindInfo("ServiceRegistration", "serviceregistrations", "serviceregistration",
+             "consul.shoal.dev", "v1", False, ServiceRegistration, ("sreg",),
+             frozenset({"status"})),
+    KindInfo("HealthCheck", "healthchecks", "healthcheck", "consul.shoal.dev", "v1", False,
+             HealthCheck, ("hc",), frozenset({"status"})),
+    KindInfo("KVPair", "kvpairs", "kvpair", "consul.shoal.dev", "v1", False, KVPair, ("kv",)),
 )  # fmt: skip
 
 _BY_KIND = {k.kind: k for k in KINDS}

@@ -39,6 +39,14 @@ class Check:
     status: HealthStatus
     output: str = ""
     service_id: str = ""
+    notes: str = ""
+    type: str = ""
+    """``ttl``, ``http``, ``tcp``, ``script``; empty for checks shoal derives (pod readiness,
+    node health)."""
+    node: str = ""
+    create_index: int = 0
+    modify_index: int = 0
+    definition: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         if self.status not in _SEVERITY:
@@ -54,6 +62,10 @@ class Node:
 
     name: str
     address: str
+    id: str = ""
+    meta: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    create_index: int = 0
+    modify_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,8 @@ class Instance:
     """One running copy of a service, as Consul's catalog entry for it.
 
     ``address`` may be empty: the instance then uses its node's address, as in Consul.
+    ``checks`` holds the node's checks as well as the service's own, as a Consul health entry
+    does, so a failing node makes its instances unhealthy.
     ``namespace`` is set for instances derived from a shoal Service (pods behind it) and makes
     them answer ``NAME.NAMESPACE.svc.cluster.local`` in DNS; instances registered through the
     Consul API have none. It is a field rather than a ``meta`` key so that user meta can never
@@ -76,6 +90,11 @@ class Instance:
     meta: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     checks: tuple[Check, ...] = ()
     namespace: str | None = None
+    create_index: int = 0
+    modify_index: int = 0
+    weights: tuple[int, int] = (1, 1)
+    """(passing, warning) weights, as Consul's ``Weights``."""
+    enable_tag_override: bool = False
 
     @property
     def status(self) -> HealthStatus:
@@ -94,9 +113,17 @@ class Catalog:
 
     _nodes: Mapping[str, Node]
     _by_service: Mapping[str, tuple[Instance, ...]]
+    _node_checks: Mapping[str, tuple[Check, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @classmethod
-    def build(cls, nodes: Iterable[Node], instances: Iterable[Instance]) -> Catalog:
+    def build(
+        cls,
+        nodes: Iterable[Node],
+        instances: Iterable[Instance],
+        node_checks: Iterable[Check] = (),
+    ) -> Catalog:
         """Index ``nodes`` and ``instances``; instances of a service are ordered by id.
 
         Raises :class:`~shoal.errors.ConfigError` naming the duplicate when two nodes share a
@@ -119,7 +146,55 @@ class Catalog:
         by_service = {
             name: tuple(sorted(group, key=lambda i: i.id)) for name, group in grouped.items()
         }
-        return cls(MappingProxyType(node_map), MappingProxyType(by_service))
+        return cls(
+            MappingProxyType(node_map), MappingProxyType(by_service), _group_checks(node_checks)
+        )
+
+    def replace(
+        self,
+        services: Mapping[str, Iterable[Instance]] | None = None,
+        *,
+        nodes: Iterable[Node] | None = None,
+        node_checks: Iterable[Check] | None = None,
+    ) -> Catalog:
+        """A new snapshot with the instances of the services in ``services`` replaced (an
+        empty group removes the service) and, when given, all nodes or all node checks.
+
+        Unchanged services share their tuples with this snapshot, so a change costs the size
+        of the change plus one dict copy, not a rebuild. Instance ids are trusted to be unique
+        across services here; :meth:`build` is the checking constructor.
+        """
+        by_service = self._by_service
+        if services:
+            merged = dict(by_service)
+            for name, group in services.items():
+                ordered = tuple(sorted(group, key=lambda i: i.id))
+                for inst in ordered:
+                    if inst.service != name:
+                        raise ConfigError(
+                            f"instance {inst.id!r} is of service {inst.service!r}, not {name!r}"
+                        )
+                if ordered:
+                    merged[name] = ordered
+                else:
+                    merged.pop(name, None)
+            by_service = MappingProxyType(merged)
+        node_map = self._nodes
+        if nodes is not None:
+            node_map = MappingProxyType({n.name: n for n in nodes})
+        checks = self._node_checks if node_checks is None else _group_checks(node_checks)
+        return Catalog(node_map, by_service, checks)
+
+    def node_checks(self, node: str) -> tuple[Check, ...]:
+        """The node-level checks of ``node`` (those with no service)."""
+        return self._node_checks.get(node, ())
+
+    def all_node_checks(self) -> list[Check]:
+        """Every node-level check, ordered by node then check id."""
+        return [c for _, group in sorted(self._node_checks.items()) for c in group]
+
+    def has_service(self, name: str) -> bool:
+        return name in self._by_service
 
     def services(self) -> dict[str, list[str]]:
         """Service name -> the sorted union of its instances' tags (``/v1/catalog/services``)."""
@@ -169,3 +244,12 @@ class Catalog:
             return inst.address
         node = self._nodes.get(inst.node)
         return node.address if node is not None else ""
+
+
+def _group_checks(checks: Iterable[Check]) -> Mapping[str, tuple[Check, ...]]:
+    grouped: dict[str, list[Check]] = {}
+    for check in checks:
+        grouped.setdefault(check.node, []).append(check)
+    return MappingProxyType(
+        {node: tuple(sorted(group, key=lambda c: c.check_id)) for node, group in grouped.items()}
+    )

@@ -22,6 +22,12 @@ def test_all_is_pinned() -> None:
         "HealthStatus",
         "Instance",
         "Node",
+        "ObjectSource",
+        "RegistryConfig",
+        "RegistryState",
+        "RunningRegistry",
+        "SourceEvent",
+        "serve_registry",
         "worst_status",
     ]
 
