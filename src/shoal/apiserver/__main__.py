@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.apiserver._serve import DEFAULT_PORT, serve_data_dir
+from shoal.discovery import RegistryConfig
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -32,12 +33,14 @@ def die_with_parent(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
 
 
-async def _main(data_dir: Path, host: str, port: int, parent_pid: int) -> None:
+async def _main(
+    data_dir: Path, host: str, port: int, parent_pid: int, registry: RegistryConfig | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = asyncio.create_task(serve_data_dir(data_dir, host, port))
+    server = asyncio.create_task(serve_data_dir(data_dir, host, port, registry=registry))
     waiters = {server, asyncio.create_task(stop.wait())}
     if parent_pid:
 
@@ -71,12 +74,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=DEFAULT_PORT)
     ap.add_argument("--parent-pid", type=int, default=0)
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--node-name", default="", help="the registry's node (default: host name)")
+    ap.add_argument("--consul-port", type=int, default=8500, help="-1 turns the Consul API off")
+    ap.add_argument("--dns-port", type=int, default=8600, help="-1 turns DNS off")
+    ap.add_argument("--registry-host", default="127.0.0.1")
+    ap.add_argument("--enable-script-checks", action="store_true")
+    ap.add_argument("--no-registry", action="store_true")
     args = ap.parse_args(argv)
+    registry = None
+    if not args.no_registry:
+        import socket
+
+        registry = RegistryConfig(
+            node_name=args.node_name or socket.gethostname(),
+            consul_host=args.registry_host,
+            consul_port=args.consul_port,
+            dns_host=args.registry_host,
+            dns_port=args.dns_port,
+            enable_script_checks=args.enable_script_checks,
+        )
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     if args.parent_pid and not die_with_parent(args.parent_pid):
         return 1
     try:
-        _run(_main(args.data_dir, args.host, args.port, args.parent_pid))
+        _run(_main(args.data_dir, args.host, args.port, args.parent_pid, registry))
     except OSError as exc:
         print(
             f"error: the API server could not listen on {args.host}:{args.port}: {exc}",

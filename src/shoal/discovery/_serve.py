@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from shoal.discovery._catalog import Catalog
-from shoal.discovery._source import ObjectSource
+from shoal.discovery._health import CheckRunner, CheckSpec
+from shoal.discovery._source import JSONObject, ObjectSource
 from shoal.discovery._state import RegistryState
 from shoal.discovery.consul import ConsulAPI
 from shoal.discovery.dns import DNSConfig, DNSServer, build_table
+from shoal.errors import NotFoundError, ShoalError
 
 log = logging.getLogger("shoal.discovery")
 
@@ -83,6 +85,80 @@ async def _serve_http(
     return server, task, bound
 
 
+class _DNSFeeder:
+    """Rebuilds the DNS answer table off the event loop, coalescing bursts: while one build
+    runs, later snapshots only mark the table stale and the newest one is built next. A
+    build of thousands of names takes long enough that doing it inline would stall the
+    Consul API; in a worker thread it only shares the CPU."""
+
+    def __init__(self, dns: DNSServer, config: DNSConfig) -> None:
+        self._dns = dns
+        self._config = config
+        self._latest: Catalog | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def changed(self, catalog: Catalog, _services: set[str] | None, _nodes: bool) -> None:
+        self._latest = catalog
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._build(), name="dns-rebuild")
+
+    async def _build(self) -> None:
+        while self._latest is not None:
+            catalog, self._latest = self._latest, None
+            try:
+                self._dns.table = await asyncio.to_thread(build_table, catalog, self._config)
+            except Exception:
+                log.exception("rebuilding the DNS table failed")
+
+
+def _check_defs(resource: str, obj: JSONObject | None) -> dict[str, tuple[JSONObject, JSONObject]]:
+    """Check ID -> (definition, last state) of the checks an object holds."""
+    if obj is None:
+        return {}
+    spec = obj.get("spec") or {}
+    if resource == "healthchecks":
+        return {str(spec.get("checkID")): (spec, obj.get("status") or {})}
+    if resource == "serviceregistrations":
+        states = {s.get("checkID"): s for s in (obj.get("status") or {}).get("checks") or []}
+        return {
+            str(c.get("checkID")): (c, states.get(c.get("checkID")) or {})
+            for c in spec.get("checks") or []
+        }
+    return {}
+
+
+async def _start_checks(api: ConsulAPI, state: RegistryState, enable_scripts: bool) -> CheckRunner:
+    """Run every registered check, following registrations as they come and go."""
+
+    async def deregister(service_id: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            await api.agent.deregister_service(service_id)
+
+    runner = CheckRunner(
+        api.agent.set_check_status, deregister, enable_script_checks=enable_scripts
+    )
+    await runner.start()
+    api.agent.ttl_updater = runner
+
+    def follow(resource: str, old: JSONObject | None, new: JSONObject | None) -> None:
+        before, after = _check_defs(resource, old), _check_defs(resource, new)
+        for cid in before.keys() - after.keys():
+            runner.remove(cid)
+        for cid, (definition, last) in after.items():
+            try:
+                runner.set(
+                    CheckSpec.from_definition(definition),
+                    str(last.get("status") or "critical"),
+                    str(last.get("output") or ""),
+                    str(last.get("since") or ""),
+                )
+            except ShoalError as exc:
+                log.warning("check %s not run: %s", cid, exc)
+
+    state.add_object_listener(follow)
+    return runner
+
+
 async def serve_registry(
     source: ObjectSource,
     config: RegistryConfig,
@@ -95,6 +171,7 @@ async def serve_registry(
     state_task = asyncio.create_task(state.run(), name="registry-state")
     http: tuple[uvicorn.Server, asyncio.Task[None], int] | None = None
     dns: DNSServer | None = None
+    runner: CheckRunner | None = None
     try:
         synced = asyncio.create_task(state.wait_synced())
         done, _ = await asyncio.wait({state_task, synced}, return_when=asyncio.FIRST_COMPLETED)
@@ -102,16 +179,11 @@ async def serve_registry(
             synced.cancel()
             await state_task
         api = ConsulAPI(source, state, enable_script_checks=config.enable_script_checks)
+        runner = await _start_checks(api, state, config.enable_script_checks)
         if config.dns_port >= 0:
-            dns_config = config.dns
-            dns = DNSServer(lambda c: build_table(c, dns_config), state.catalog)
+            dns = DNSServer(lambda c: build_table(c, config.dns), state.catalog)
             await dns.start(config.dns_host, config.dns_port)
-            running_dns = dns
-
-            def on_change(catalog: Catalog, _changed: set[str] | None, _nodes: bool) -> None:
-                running_dns.update(catalog)
-
-            state.add_listener(on_change)
+            state.add_listener(_DNSFeeder(dns, config.dns).changed)
         consul_port = -1
         if config.consul_port >= 0:
             http = await _serve_http(api, config.consul_host, config.consul_port)
@@ -131,6 +203,8 @@ async def serve_registry(
                 task.cancel()
         if dns is not None:
             await dns.close()
+        if runner is not None:
+            await runner.close()
         state_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await state_task

@@ -41,6 +41,8 @@ RESOURCES = ("nodes", "serviceregistrations", "healthchecks", "services", "endpo
 Listener = Callable[[Catalog, "set[str] | None", bool], None]
 """Called after each published change: (catalog, changed services or None for all,
 nodes changed)."""
+ObjectListener = Callable[[str, "JSONObject | None", "JSONObject | None"], None]
+"""Called for each object change: (resource, old object or None, new object or None)."""
 
 
 def _key(obj: JSONObject) -> str:
@@ -108,6 +110,7 @@ class RegistryState:
         self._applied_event = asyncio.Event()
         self._queue: asyncio.Queue[tuple[str, SourceEvent | None]] = asyncio.Queue()
         self._listeners: list[Listener] = []
+        self._object_listeners: list[ObjectListener] = []
         self._synced = asyncio.Event()
         self._node_checks: dict[str, tuple[Check, ...]] = {}
 
@@ -141,6 +144,26 @@ class RegistryState:
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def add_object_listener(self, listener: ObjectListener) -> None:
+        """Call ``listener(resource, old, new)`` for every object change from now on (and
+        once per existing object right away, as ``(resource, None, obj)``)."""
+        self._object_listeners.append(listener)
+        for resource in RESOURCES:
+            for obj in list(self._raw.objects[resource].values()):
+                self._notify_object(listener, resource, None, obj)
+
+    def _notify_object(
+        self,
+        listener: ObjectListener,
+        resource: str,
+        old: JSONObject | None,
+        new: JSONObject | None,
+    ) -> None:
+        try:
+            listener(resource, old, new)
+        except Exception:
+            log.exception("registry object listener failed")
 
     async def wait_synced(self) -> None:
         await self._synced.wait()
@@ -230,6 +253,10 @@ class RegistryState:
                 objects.pop(key, None)
             else:
                 objects[key] = event.object
+            for listener in self._object_listeners:
+                self._notify_object(
+                    listener, resource, old, None if event.type == "DELETED" else event.object
+                )
             if resource == "kvpairs":
                 kv_changed = True
                 spec_key = str((event.object.get("spec") or {}).get("key", ""))
