@@ -26,7 +26,19 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
-        cmd = ["up", "--data-dir", tmp, "--api-port", str(port), "-f", "examples/quickstart.yaml"]
+        cmd = [
+            "up",
+            "--data-dir",
+            tmp,
+            "--api-port",
+            str(port),
+            "--consul-port",
+            str(free_port()),
+            "--dns-port",
+            str(free_port()),
+            "-f",
+            "examples/quickstart.yaml",
+        ]
         with shoal_process(cmd, f"{url}/readyz", Path(tmp) / "up.log") as proc:
             deadline = time.monotonic() + 60
             pods: list[dict] = []  # type: ignore[type-arg]

@@ -188,7 +188,19 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "shoal.cli", "image", "load", "--data-dir", tmp,
                             str(layout), "--tag", image], check=True, cwd=REPO,
                            stdout=subprocess.DEVNULL)  # fmt: skip
-        up = ["up", "--data-dir", tmp, "--api-port", str(port), "--runtime", args.runtime]
+        up = [
+            "up",
+            "--data-dir",
+            tmp,
+            "--api-port",
+            str(port),
+            "--consul-port",
+            str(free_port()),
+            "--dns-port",
+            str(free_port()),
+            "--runtime",
+            args.runtime,
+        ]
         with shoal_process(up, f"{url}/readyz", Path(tmp) / "up.log") as proc:
             for _ in range(100):
                 if httpx.get(f"{url}/api/v1/nodes").json()["items"]:

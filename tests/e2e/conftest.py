@@ -105,6 +105,8 @@ class Cluster:
     up: ShoalProcess
     runtime: str = "process"
     extra: list[ShoalProcess] = field(default_factory=list)
+    consul_port: int = 0
+    dns_port: int = 0
 
     @property
     def url(self) -> str:
@@ -208,18 +210,18 @@ def runc_cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def _cluster(tmp_path: Path, runtime: str) -> Iterator[Cluster]:
-    port = free_port()
+    port, consul_port, dns_port = free_port(), free_port(), free_port()
     data = tmp_path / "up"
     # runc: a unique node name, since the driver's cgroups live under /shoal/<node>.
     node = "node-a" if runtime == "process" else f"node-{secrets.token_hex(3)}"
     up = ShoalProcess(
         [*SHOAL, "up", "--data-dir", str(data), "--api-port", str(port), "--node-name", node,
          "--node-monitor-grace", "3", "--pod-eviction-timeout", "3", "--heartbeat-interval", "1",
-         "--runtime", runtime],
+         "--runtime", runtime, "--consul-port", str(consul_port), "--dns-port", str(dns_port)],
         data,
         tmp_path / "up.log",
     )  # fmt: skip
-    c = Cluster(tmp_path, port, up, runtime)
+    c = Cluster(tmp_path, port, up, runtime, consul_port=consul_port, dns_port=dns_port)
     up.start()
     try:
         c.wait_ready()

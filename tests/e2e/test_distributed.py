@@ -21,7 +21,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def control_plane(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     port = free_port()
-    server = ShoalProcess([*SHOAL, "server", "--data-dir", str(tmp_path / "server"), "--port", str(port)],
+    server = ShoalProcess([*SHOAL, "server", "--data-dir", str(tmp_path / "server"), "--port", str(port),
+                           "--consul-port", str(free_port()), "--dns-port", str(free_port())],
                           tmp_path / "server", tmp_path / "server.log")  # fmt: skip
     server.start()
     try:

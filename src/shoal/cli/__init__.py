@@ -14,6 +14,7 @@ from shoal.cli import (  # noqa: F401  (they register commands)
     _image,
     _rollout,
     _run,
+    _services,
 )
 from shoal.cli._app import app
 

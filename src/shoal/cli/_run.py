@@ -33,6 +33,7 @@ from shoal.agent import Agent, AgentConfig, default_runtime
 from shoal.apiserver import DEFAULT_PORT, serve_data_dir
 from shoal.client import Client, server_url
 from shoal.controllers import ControllerManager
+from shoal.discovery import RegistryConfig
 from shoal.scheduler import Scheduler
 
 console = Console()
@@ -134,7 +135,9 @@ async def _wait_started(server_task: asyncio.Future[None], started: asyncio.Even
         raise RuntimeError("the API server stopped while starting")
 
 
-async def _start_api_server(data_dir: Path, host: str, port: int) -> asyncio.Future[None]:
+async def _start_api_server(
+    data_dir: Path, host: str, port: int, registry: RegistryConfig | None = None
+) -> asyncio.Future[None]:
     """Start serving the store in ``data_dir/server``; return once it listens (the future
     runs until cancelled). A port that cannot be bound ends the command with one line."""
     started = asyncio.Event()
@@ -142,7 +145,9 @@ async def _start_api_server(data_dir: Path, host: str, port: int) -> asyncio.Fut
     async def on_started() -> None:
         started.set()
 
-    server = asyncio.ensure_future(serve_data_dir(data_dir / "server", host, port, on_started))
+    server = asyncio.ensure_future(
+        serve_data_dir(data_dir / "server", host, port, on_started, registry)
+    )
     try:
         await _wait_started(server, started)
     except OSError as exc:
@@ -152,12 +157,16 @@ async def _start_api_server(data_dir: Path, host: str, port: int) -> asyncio.Fut
 
 
 async def _spawn_api_server(
-    data_dir: Path, port: int, url: str, verbose: bool
+    data_dir: Path, port: int, url: str, verbose: bool, registry: RegistryConfig
 ) -> subprocess.Popen[bytes]:
     """Start `python -m shoal.apiserver` (lean: the server and store only) as a child in its own session (Ctrl-C reaches only us, and we
     stop things in order) and wait until it answers /readyz."""
     args = [sys.executable, "-m", "shoal.apiserver", "--data-dir", str(data_dir / "server"),
-            "--port", str(port), "--parent-pid", str(os.getpid())]  # fmt: skip
+            "--port", str(port), "--parent-pid", str(os.getpid()),
+            "--node-name", registry.node_name, "--consul-port", str(registry.consul_port),
+            "--dns-port", str(registry.dns_port)]  # fmt: skip
+    if registry.enable_script_checks:
+        args.append("--enable-script-checks")
     if verbose:
         args.append("--verbose")
     # Plain Popen from the main thread: the parent-death signal is tied to the creating thread.
@@ -233,9 +242,19 @@ def register(app: typer.Typer) -> None:
         heartbeat_interval: float = typer.Option(
             2.0, help="Seconds between the agent's heartbeats."
         ),
+        consul_port: int = typer.Option(
+            8500, "--consul-port", help="Consul-compatible HTTP API on 127.0.0.1 (-1: off)."
+        ),
+        dns_port: int = typer.Option(
+            8600, "--dns-port", help="DNS (UDP and TCP) on 127.0.0.1 (-1: off)."
+        ),
+        enable_script_checks: bool = typer.Option(
+            False, "--enable-script-checks", help="Allow script (Args) health checks."
+        ),
         verbose: bool = typer.Option(False, "-v", "--verbose"),
     ) -> None:
-        """Run everything: API server, scheduler, controllers and a node agent.
+        """Run everything: API server, registry (Consul API, DNS), scheduler, controllers and
+        a node agent.
 
         Two processes: the API server (with its store) in a child, everything else here, so
         both cores work; they talk over loopback HTTP exactly as in the distributed mode."""
@@ -247,7 +266,9 @@ def register(app: typer.Typer) -> None:
         console.print(f"runtime: {chosen}")
 
         async def main(stop: asyncio.Event) -> None:
-            server = await _spawn_api_server(ddir, api_port, url, verbose)
+            registry = RegistryConfig(node_name=node, consul_port=consul_port, dns_port=dns_port,
+                                      enable_script_checks=enable_script_checks)  # fmt: skip
+            server = await _spawn_api_server(ddir, api_port, url, verbose, registry)
             async with Client(url) as client:
                 agent = Agent(client, AgentConfig(node_name=node, data_dir=ddir / "agent",
                                                   heartbeat_interval=heartbeat_interval,
@@ -283,15 +304,31 @@ def register(app: typer.Typer) -> None:
         pod_eviction_timeout: float = typer.Option(
             20.0, help="Seconds a node stays NotReady before its pods are replaced."
         ),
+        consul_port: int = typer.Option(
+            8500, "--consul-port", help="Consul-compatible HTTP API port (-1: off)."
+        ),
+        dns_port: int = typer.Option(8600, "--dns-port", help="DNS port (-1: off)."),
+        node_name: str = typer.Option(
+            "", "--node-name", help="The registry's node name (default: the host name)."
+        ),
+        enable_script_checks: bool = typer.Option(
+            False, "--enable-script-checks", help="Allow script (Args) health checks."
+        ),
         verbose: bool = typer.Option(False, "-v", "--verbose"),
     ) -> None:
-        """Run the control plane: API server, scheduler and controllers."""
+        """Run the control plane: API server, registry (Consul API, DNS), scheduler and
+        controllers. The registry listens on the same host as the API server."""
         _configure_logging(verbose)
         ddir = (data_dir or default_data_dir()).resolve()
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
         async def main(stop: asyncio.Event) -> None:
-            srv = await _start_api_server(ddir, host, port)
+            registry = RegistryConfig(
+                node_name=node_name or default_node_name(),
+                consul_host=host, consul_port=consul_port, dns_host=host, dns_port=dns_port,
+                enable_script_checks=enable_script_checks,
+            )  # fmt: skip
+            srv = await _start_api_server(ddir, host, port, registry)
             console.print(f"shoal server listening on {url} (data in {ddir})")
             async with Client(url) as client:
                 try:
