@@ -18,6 +18,7 @@ RUNS = [
     (["memory_bench.py"], False),
     (["image_pull_bench.py"], True),
     (["dns_bench.py"], True),
+    (["registry_bench.py"], False),
 ]
 
 for args, needs_root in RUNS:
