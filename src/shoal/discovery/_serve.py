@@ -20,7 +20,14 @@ from shoal.discovery._health import CheckRunner, CheckSpec
 from shoal.discovery._source import JSONObject, ObjectSource
 from shoal.discovery._state import RegistryState
 from shoal.discovery.consul import ConsulAPI
-from shoal.discovery.dns import DNSConfig, DNSServer, build_table
+from shoal.discovery.dns import (
+    AnswerTable,
+    DNSConfig,
+    DNSServer,
+    build_table,
+    merge_tables,
+    service_table,
+)
 from shoal.errors import NotFoundError, ShoalError
 
 log = logging.getLogger("shoal.discovery")
@@ -86,29 +93,56 @@ async def _serve_http(
 
 
 class _DNSFeeder:
-    """Rebuilds the DNS answer table off the event loop, coalescing bursts: while one build
-    runs, later snapshots only mark the table stale and the newest one is built next. A
-    build of thousands of names takes long enough that doing it inline would stall the
-    Consul API; in a worker thread it only shares the CPU."""
+    """Keeps the DNS table current, incrementally and off the event loop.
+
+    Each service's answers are rendered on their own (:func:`service_table`) and merged into
+    one table, so a change to one service re-renders that service only; a change to the
+    nodes (their addresses and health appear in every service's answers) re-renders all.
+    Rendering runs in a worker thread, and bursts coalesce: while one build runs, later
+    changes accumulate and the next build takes them all with the newest snapshot.
+    """
 
     def __init__(self, dns: DNSServer, config: DNSConfig) -> None:
         self._dns = dns
         self._config = config
         self._latest: Catalog | None = None
+        self._pending: set[str] = set()
+        self._full = True
+        self._base: AnswerTable | None = None
+        self._parts: dict[str, AnswerTable] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def changed(self, catalog: Catalog, _services: set[str] | None, _nodes: bool) -> None:
+    def changed(self, catalog: Catalog, services: set[str] | None, nodes: bool) -> None:
         self._latest = catalog
+        if services is None or nodes:
+            self._full = True
+        else:
+            self._pending |= services
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._build(), name="dns-rebuild")
+
+    def _render(self, catalog: Catalog, full: bool, pending: set[str]) -> AnswerTable:
+        if full or self._base is None:
+            self._base = build_table(Catalog.build(catalog.nodes(), []), self._config)
+            self._parts = {}
+            pending = set(catalog.services())
+        for name in pending:
+            if catalog.has_service(name):
+                self._parts[name] = service_table(catalog, name, self._config)
+            else:
+                self._parts.pop(name, None)
+        return merge_tables(self._base, self._parts.values())
 
     async def _build(self) -> None:
         while self._latest is not None:
             catalog, self._latest = self._latest, None
+            full, pending = self._full, self._pending
+            self._full, self._pending = False, set()
             try:
-                self._dns.table = await asyncio.to_thread(build_table, catalog, self._config)
+                self._dns.table = await asyncio.to_thread(self._render, catalog, full, pending)
             except Exception:
                 log.exception("rebuilding the DNS table failed")
+                self._full = True
 
 
 def _check_defs(resource: str, obj: JSONObject | None) -> dict[str, tuple[JSONObject, JSONObject]]:

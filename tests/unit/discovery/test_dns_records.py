@@ -67,7 +67,14 @@ def records(msg: dns.message.Message, section: str = "answer") -> set[str]:
 
 
 def test_all_is_pinned() -> None:
-    assert shoal.discovery.dns.__all__ == ["AnswerTable", "DNSConfig", "DNSServer", "build_table"]
+    assert shoal.discovery.dns.__all__ == [
+        "AnswerTable",
+        "DNSConfig",
+        "DNSServer",
+        "build_table",
+        "merge_tables",
+        "service_table",
+    ]
 
 
 def test_a_records_of_healthy_instances_with_ttl_and_id(table: AnswerTable) -> None:
@@ -271,3 +278,40 @@ def test_mutated_queries_never_raise(data: st.DataObject) -> None:
 
 
 _SHARED = build_table(Catalog.build(NODES, INSTANCES))
+
+
+def test_merged_per_service_tables_answer_like_a_full_build() -> None:
+    from shoal.discovery import Catalog, Check, Instance, Node
+    from shoal.discovery.dns import merge_tables, service_table
+
+    nodes = [Node("n1", "10.1.0.1"), Node("n2", "10.1.0.2")]
+    instances = [
+        Instance(f"{svc}-{i}", svc, f"n{i % 2 + 1}", f"10.2.{k}.{i}" if i else "", 80 + i,
+                 tags=("blue",) if i % 2 else (), namespace="default" if svc == "api" else None,
+                 checks=(Check("c", "c", "critical"),) if i == 2 else ())
+        for k, svc in enumerate(["web", "api", "db"])
+        for i in range(3)
+    ]  # fmt: skip
+    catalog = Catalog.build(nodes, instances)
+    full = build_table(catalog)
+    base = build_table(Catalog.build(nodes, []))
+    merged = merge_tables(base, [service_table(catalog, s) for s in catalog.services()])
+    names = [
+        "web.service.consul", "blue.web.service.consul", "_api._tcp.service.consul",
+        "api.default.svc.cluster.local", "n1.node.consul", "db.service.dc1.consul",
+        "nope.service.consul", "consul", "example.org",
+    ]  # fmt: skip
+    for name in names:
+        for qtype in ("A", "SRV", "AAAA", "SOA"):
+            query = dns.message.make_query(name, qtype)
+            query.id = 4242
+            wire = query.to_wire()
+            got, want = merged.answer(wire), full.answer(wire)
+            assert got is not None and want is not None
+            assert dns.message.from_wire(got).sections == dns.message.from_wire(want).sections
+            assert got[:4] == want[:4], (name, qtype)
+    # Dropping a service from the merge removes exactly its names.
+    without_db = merge_tables(base, [service_table(catalog, s) for s in ("web", "api")])
+    query = dns.message.make_query("db.service.consul", "A").to_wire()
+    answer = without_db.answer(query)
+    assert answer is not None and dns.message.from_wire(answer).rcode() == dns.rcode.NXDOMAIN

@@ -6,7 +6,20 @@
 byte splice per query.
 """
 
-from shoal.discovery.dns._records import AnswerTable, DNSConfig, build_table
+from shoal.discovery.dns._records import (
+    AnswerTable,
+    DNSConfig,
+    build_table,
+    merge_tables,
+    service_table,
+)
 from shoal.discovery.dns._server import DNSServer
 
-__all__ = ["AnswerTable", "DNSConfig", "DNSServer", "build_table"]
+__all__ = [
+    "AnswerTable",
+    "DNSConfig",
+    "DNSServer",
+    "build_table",
+    "merge_tables",
+    "service_table",
+]

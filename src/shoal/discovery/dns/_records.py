@@ -129,8 +129,12 @@ class AnswerTable:
     ) -> None:
         self._names = names
         self._zones = zones
+        self._opt = opt
         self._max_udp = max_udp_payload
         self._refused = _Entry([_Template(bytes((0, 0, 0x80, 5, 0, 1)) + bytes(6), 0, opt)])
+        self._fast: dict[bytes, bytes | _Rotor] = {}
+        """UDP responses (without the 2-byte ID) by query bytes after the ID: a repeated
+        query costs one slice, one dict lookup and one concatenation."""
         self._truncated = _Template(bytes((0, 0, 0x86, 0, 0, 1)) + bytes(6), 0, opt)
 
     def __len__(self) -> int:
@@ -143,6 +147,12 @@ class AnswerTable:
         Over UDP (``udp``) an answer larger than the client's limit (512 bytes, or its EDNS0
         payload size capped by ``max_udp_payload``) is replaced by a truncated one (TC set).
         """
+        if udp:
+            hit = self._fast.get(data[2:])
+            if hit is not None:
+                if isinstance(hit, bytes):
+                    return data[:2] + hit
+                return data[:2] + hit.next()
         n = len(data)
         if n < 12:
             return None
@@ -190,6 +200,9 @@ class AnswerTable:
                     if qname.endswith(suffix):
                         entry = nxdomain
                         break
+        if udp and len(self._fast) < _FAST_LIMIT:
+            cached = self._remember(data, entry, rd, end, edns)
+            return data[:2] + (cached if isinstance(cached, bytes) else cached.next())
         template = entry.pick()
         if edns:
             if udp and template.size_edns + (end - 12) > min(edns, self._max_udp):
@@ -198,6 +211,47 @@ class AnswerTable:
         if udp and template.size + (end - 12) > 512:
             template = self._truncated
         return data[:2] + template.heads[rd] + data[12:end] + template.tail
+
+    def _remember(self, data: bytes, entry: _Entry, rd: int, end: int, edns: int) -> bytes | _Rotor:
+        """Cache the UDP responses (every rotation) to this exact query. Only queries
+        whose bytes end with their question (and OPT) are cached, so the key is the query."""
+        question = data[12:end]
+        responses = []
+        for template in entry.templates:
+            if edns:
+                if template.size_edns + (end - 12) > min(edns, self._max_udp):
+                    template = self._truncated
+                responses.append(template.heads_edns[rd] + question + template.tail_edns)
+            else:
+                if template.size + (end - 12) > 512:
+                    template = self._truncated
+                responses.append(template.heads[rd] + question + template.tail)
+        start = entry.next % len(responses)  # continue the entry's round robin
+        cached: bytes | _Rotor = (
+            responses[0] if len(responses) == 1 else _Rotor(responses[start:] + responses[:start])
+        )
+        self._fast[data[2:]] = cached
+        return cached
+
+
+class _Rotor:
+    """Rotations of one cached response, handed out round robin."""
+
+    __slots__ = ("i", "items")
+
+    def __init__(self, items: list[bytes]) -> None:
+        self.items = items
+        self.i = 0
+
+    def next(self) -> bytes:
+        i = self.i
+        self.i = (i + 1) % len(self.items)
+        return self.items[i]
+
+
+_FAST_LIMIT = 65536
+"""Distinct cached query forms per table (a flood of random names must not grow memory
+without bound; past the limit queries take the parsing path)."""
 
 
 # --- cold path -----------------------------------------------------------------------------
@@ -459,3 +513,20 @@ def build_table(catalog: Catalog, config: DNSConfig | None = None) -> AnswerTabl
     builder = _Builder(catalog, config or DNSConfig())
     builder.collect()
     return builder.render()
+
+
+def service_table(catalog: Catalog, service: str, config: DNSConfig | None = None) -> AnswerTable:
+    """The answers for one service of ``catalog`` (plus its nodes and zones), to be merged
+    with :func:`merge_tables`: a change to one service re-renders that service only."""
+    part = Catalog.build(catalog.nodes(), catalog.instances(service), catalog.all_node_checks())
+    return build_table(part, config)
+
+
+def merge_tables(base: AnswerTable, parts: Iterable[AnswerTable]) -> AnswerTable:
+    """One table answering every name of ``base`` (nodes and zones) and of ``parts`` (one per
+    service, from :func:`service_table` over the same nodes). Entries are shared, not
+    re-rendered, so this costs a dict merge."""
+    names = dict(base._names)
+    for part in parts:
+        names.update(part._names)
+    return AnswerTable(names, base._zones, base._max_udp, base._opt)
