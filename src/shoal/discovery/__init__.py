@@ -12,18 +12,34 @@ from shoal.discovery._catalog import Catalog, Check, HealthStatus, Instance, Nod
 from shoal.discovery._serve import RegistryConfig, RunningRegistry, serve_registry
 from shoal.discovery._source import ObjectSource, SourceEvent
 from shoal.discovery._state import RegistryState
+from shoal.discovery.client import (
+    Discovery,
+    DiscoveryError,
+    LeastRequests,
+    Random,
+    RoundRobin,
+    ServiceInstance,
+    Strategy,
+)
 
 __all__ = [
     "Catalog",
     "Check",
+    "Discovery",
+    "DiscoveryError",
     "HealthStatus",
     "Instance",
+    "LeastRequests",
     "Node",
     "ObjectSource",
+    "Random",
     "RegistryConfig",
     "RegistryState",
+    "RoundRobin",
     "RunningRegistry",
+    "ServiceInstance",
     "SourceEvent",
+    "Strategy",
     "serve_registry",
     "worst_status",
 ]
