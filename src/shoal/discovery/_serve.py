@@ -228,6 +228,7 @@ async def serve_registry(
                 await hook(running)
         await asyncio.shield(state_task)
     finally:
+        state.release_waiters()
         if http is not None:
             server, task, _ = http
             server.should_exit = True

@@ -113,6 +113,7 @@ class RegistryState:
         self._object_listeners: list[ObjectListener] = []
         self._synced = asyncio.Event()
         self._node_checks: dict[str, tuple[Check, ...]] = {}
+        self._closing = False
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -175,8 +176,21 @@ class RegistryState:
             while self._applied[resource] < revision:
                 await self._applied_event.wait()
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def release_waiters(self) -> None:
+        """End every blocking wait now and from now on (shutdown: held requests answer at
+        once instead of keeping the HTTP server from stopping)."""
+        self._closing = True
+        for topic in self._topics.values():
+            topic.event.set()
+
     async def wait_change(self, topic: str, index: int, timeout: float) -> None:
         """Return when ``topic``'s index moves past ``index``, or after ``timeout``."""
+        if self._closing:
+            return
         t = self._topics.get(topic)
         if t is None:
             t = self._topics[topic] = _Topic(self._floor)
@@ -184,7 +198,7 @@ class RegistryState:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while t.index <= index:
+                while t.index <= index and not self._closing:
                     await t.event.wait()
 
     # --- running ------------------------------------------------------------------------------

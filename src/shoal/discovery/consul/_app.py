@@ -131,7 +131,7 @@ class ConsulAPI:
         if index <= 0 or current() > index:
             return current()
         loop_deadline = time.monotonic() + wait
-        while current() <= index:
+        while current() <= index and not self.state.closing:
             remaining = loop_deadline - time.monotonic()
             if remaining <= 0:
                 break
