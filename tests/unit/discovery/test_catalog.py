@@ -16,7 +16,12 @@ def _check(status: str, cid: str = "c") -> Check:
 
 
 def test_all_is_pinned() -> None:
-    assert set(shoal.discovery.__all__) >= {"Catalog", "Discovery", "RegistryConfig", "serve_registry"}
+    assert set(shoal.discovery.__all__) >= {
+        "Catalog",
+        "Discovery",
+        "RegistryConfig",
+        "serve_registry",
+    }
 
 
 def test_status_is_worst_check_and_passing_without_checks() -> None:
