@@ -114,6 +114,9 @@ class RegistryState:
         self._synced = asyncio.Event()
         self._node_checks: dict[str, tuple[Check, ...]] = {}
         self._closing = False
+        self._derived: dict[str, dict[str, tuple[tuple[object, ...], Instance]]] = {}
+        """Service -> registration key -> (the objects it was derived from, the instance):
+        a change re-derives only the instances whose objects changed, not the whole service."""
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -138,6 +141,13 @@ class RegistryState:
     def _service_of_id(self, service_id: str) -> str | None:
         obj = self.registration(service_id)
         return None if obj is None else str((obj.get("spec") or {}).get("service", ""))
+
+    @property
+    def listed_revision(self) -> int:
+        """The store revision the registry was listed at when it started. Everything that
+        happened before the start (deletions included, whose tombstones are not kept across
+        restarts) is at or below it, so an index floored by it never goes backwards."""
+        return self._floor
 
     def index(self, topic: str) -> int:
         t = self._topics.get(topic)
@@ -480,20 +490,39 @@ class RegistryState:
         raw = self._raw
         result: list[Instance] = []
         checks_objs = raw.objects["healthchecks"]
+        prev = self._derived.get(name, {})
+        derived: dict[str, tuple[tuple[object, ...], Instance]] = {}
         for key in raw.reg_by_service.get(name, ()):
             obj = raw.objects["serviceregistrations"].get(key)
             if obj is None:
                 continue
             sid = str((obj.get("spec") or {}).get("id", ""))
-            extra = [
-                healthcheck_entry(checks_objs[k], self.node_name)
+            extra = tuple(
+                checks_objs[k]
                 for k in sorted(raw.checks_by_service_id.get(sid, ()))
                 if k in checks_objs
-            ]
-            node = str((obj.get("spec") or {}).get("node") or self.node_name)
-            result.append(
-                registration_instance(obj, self.node_name, extra, self._node_checks.get(node, ()))
             )
+            node = str((obj.get("spec") or {}).get("node") or self.node_name)
+            node_checks = self._node_checks.get(node, ())
+            # Every watch event stores a new dict, so identity means "unchanged".
+            inputs = (obj, node_checks, *extra)
+            hit = prev.get(key)
+            if (
+                hit is not None
+                and len(hit[0]) == len(inputs)
+                and all(a is b for a, b in zip(hit[0], inputs, strict=True))
+            ):
+                derived[key] = hit
+                result.append(hit[1])
+                continue
+            entries = [healthcheck_entry(c, self.node_name) for c in extra]
+            inst = registration_instance(obj, self.node_name, entries, node_checks)
+            derived[key] = (inputs, inst)
+            result.append(inst)
+        if derived:
+            self._derived[name] = derived
+        else:
+            self._derived.pop(name, None)
         for key in raw.k8s_by_name.get(name, ()):
             svc = raw.objects["services"].get(key)
             if svc is not None:
@@ -511,5 +540,6 @@ class RegistryState:
     def _rebuild_all(self) -> None:
         nodes, self._node_checks = self._node_entries()
         names = set(self._raw.reg_by_service) | set(self._raw.k8s_by_name)
+        self._derived = {n: d for n, d in self._derived.items() if n in names}
         instances = [inst for name in sorted(names) for inst in self._instances_of(name)]
         self.catalog = Catalog.build(nodes, instances, self._all_node_checks())

@@ -76,10 +76,14 @@ class KVStore:
                 best = _rv(obj)
             best = max(best, self.state.kv_tombstones.get(prefix, 0))
         else:
+            # Deletions before a restart left no tombstone, and one of them may be newer
+            # than every key still under the prefix: floor by the revision the registry
+            # started at, so the prefix's index never goes backwards across restarts.
             best = max((_rv(o) for o in self.under(prefix)), default=0)
             best = max(
                 [
                     best,
+                    self.state.listed_revision,
                     *(rev for k, rev in self.state.kv_tombstones.items() if k.startswith(prefix)),
                 ]
             )
@@ -141,7 +145,9 @@ class KVStore:
         else:
             one = self.get(key)
             if one is None:
-                return cas is None  # Consul: deleting a missing key succeeds; CAS on it fails
+                # Consul's kvsDeleteCASTxn: a key that is already gone counts as deleted,
+                # with or without ?cas (a retried CAS delete must not report failure).
+                return True
             if cas is not None and cas != _rv(one):
                 return False
             targets = [one]

@@ -46,14 +46,18 @@ def _int(d: JSON, key: str, field: str, default: int = 0) -> int:
 
 
 def _str_list(d: JSON, key: str, field: str) -> list[str]:
-    value = d.get(key) or []
+    value = d.get(key)
+    if value is None:
+        return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise BadRequestError(f"Request decode failed: {field}: expected a list of strings")
     return list(value)
 
 
 def _str_map(d: JSON, key: str, field: str) -> dict[str, str]:
-    value = d.get(key) or {}
+    value = d.get(key)
+    if value is None:
+        return {}
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
@@ -189,8 +193,10 @@ def parse_service(
     raw_checks: list[Any] = []
     if s.get("check"):
         raw_checks.append(s["check"])
-    more = s.get("checks") or []
-    if not isinstance(more, list):
+    more = s.get("checks")
+    if more is None:
+        more = []
+    if not isinstance(more, list):  # checked before any falsy shortcut: {} is not a list
         raise BadRequestError("Request decode failed: Checks: expected a list")
     raw_checks.extend(more)
     checks: list[JSON] = []
