@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from shoal.discovery._catalog import Catalog
-from shoal.discovery._health import CheckRunner, CheckSpec
+from shoal.discovery._checks import CheckDefinition, CheckRunner
 from shoal.discovery._source import JSONObject, ObjectSource
 from shoal.discovery._state import RegistryState
 from shoal.discovery.consul import ConsulAPI
@@ -180,12 +180,7 @@ async def _start_checks(api: ConsulAPI, state: RegistryState, enable_scripts: bo
             runner.remove(cid)
         for cid, (definition, last) in after.items():
             try:
-                runner.set(
-                    CheckSpec.from_definition(definition),
-                    str(last.get("status") or "critical"),
-                    str(last.get("output") or ""),
-                    str(last.get("since") or ""),
-                )
+                runner.set(CheckDefinition.from_stored(definition, last))
             except ShoalError as exc:
                 log.warning("check %s not run: %s", cid, exc)
 
