@@ -9,45 +9,15 @@ Plain httpx appears only where py-consul has no call for the request
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import consul.aio
 import consul.exceptions
 import httpx
 import pytest
 from consul import Check
 
-from shoal.discovery import RegistryConfig
-from shoal.testing import RunningAPIServer, running_api_server
-
 pytestmark = pytest.mark.asyncio
 
 NODE = "agent-compat-node"
-
-
-@pytest.fixture
-async def srv() -> AsyncIterator[RunningAPIServer]:
-    config = RegistryConfig(node_name=NODE, consul_port=0, dns_port=-1)
-    async with running_api_server(registry=config) as s:
-        yield s
-
-
-@pytest.fixture
-async def c(srv: RunningAPIServer) -> AsyncIterator[consul.aio.Consul]:
-    assert srv.registry is not None
-    client = consul.aio.Consul(host="127.0.0.1", port=srv.registry.consul_port)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture
-async def http(srv: RunningAPIServer) -> AsyncIterator[httpx.AsyncClient]:
-    assert srv.registry is not None
-    base = f"http://127.0.0.1:{srv.registry.consul_port}"
-    async with httpx.AsyncClient(base_url=base) as client:
-        yield client
 
 
 async def test_issue_register_call_and_service_lookup(c: consul.aio.Consul) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import consul.aio
@@ -21,24 +20,11 @@ pytestmark = pytest.mark.asyncio
 REGS = "/apis/consul.shoal.dev/v1/serviceregistrations"
 
 
+NODE = "api-node"
+
+
 def _config() -> RegistryConfig:
-    return RegistryConfig(node_name="api-node", consul_port=0, dns_port=-1)
-
-
-@pytest.fixture
-async def srv() -> AsyncIterator[RunningAPIServer]:
-    async with running_api_server(registry=_config()) as s:
-        yield s
-
-
-@pytest.fixture
-async def c(srv: RunningAPIServer) -> AsyncIterator[consul.aio.Consul]:
-    assert srv.registry is not None
-    client = consul.aio.Consul(host="127.0.0.1", port=srv.registry.consul_port)
-    try:
-        yield client
-    finally:
-        await client.close()
+    return RegistryConfig(node_name=NODE, consul_port=0, dns_port=-1)
 
 
 async def test_agent_catalog_and_health(c: consul.aio.Consul) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import consul.aio
 import consul.exceptions
@@ -18,37 +17,9 @@ import httpx
 import pytest
 from consul import Check
 
-from shoal.discovery import RegistryConfig
-from shoal.testing import RunningAPIServer, running_api_server
-
 pytestmark = pytest.mark.asyncio
 
 NODE = "kvcat-node"
-
-
-@pytest.fixture
-async def srv() -> AsyncIterator[RunningAPIServer]:
-    config = RegistryConfig(node_name=NODE, consul_port=0, dns_port=-1)
-    async with running_api_server(registry=config) as s:
-        yield s
-
-
-@pytest.fixture
-async def c(srv: RunningAPIServer) -> AsyncIterator[consul.aio.Consul]:
-    assert srv.registry is not None
-    client = consul.aio.Consul(host="127.0.0.1", port=srv.registry.consul_port)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture
-async def http(srv: RunningAPIServer) -> AsyncIterator[httpx.AsyncClient]:
-    assert srv.registry is not None
-    base = f"http://127.0.0.1:{srv.registry.consul_port}"
-    async with httpx.AsyncClient(base_url=base) as client:
-        yield client
 
 
 # --- KV ----------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ All Consul traffic goes through py-consul except the malformed bodies it cannot 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +27,6 @@ CHECKS = "/apis/consul.shoal.dev/v1/healthchecks"
 
 def _config() -> RegistryConfig:
     return RegistryConfig(node_name=NODE, consul_port=0, dns_port=-1)
-
-
-@pytest.fixture
-async def srv() -> AsyncIterator[RunningAPIServer]:
-    async with running_api_server(registry=_config()) as s:
-        yield s
-
-
-@pytest.fixture
-async def c(srv: RunningAPIServer) -> AsyncIterator[consul.aio.Consul]:
-    assert srv.registry is not None
-    client = consul.aio.Consul(host="127.0.0.1", port=srv.registry.consul_port)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def _stored(srv: RunningAPIServer, path: str) -> list[dict[str, Any]]:
