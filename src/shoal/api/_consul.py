@@ -27,21 +27,16 @@ CheckStatusValue = Literal["passing", "warning", "critical"]
 _PLAIN_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-def object_name(identifier: str, prefix: str = "") -> str:
+def object_name(identifier: str) -> str:
     """The object name for a Consul ID or key: the ID itself when it is already a valid name
     (lowercase letters, digits and dashes, at most 200 characters), else ``x-`` and a hash.
 
     Deterministic, so finding the object for an ID needs no index; the ``x-`` form can never
     equal a plain ID because plain IDs are checked not to start with it.
     """
-    if (
-        not prefix
-        and len(identifier) <= 200
-        and _PLAIN_NAME.match(identifier)
-        and not identifier.startswith("x-")
-    ):
+    if len(identifier) <= 200 and _PLAIN_NAME.match(identifier) and not identifier.startswith("x-"):
         return identifier
-    digest = hashlib.sha256((prefix + identifier).encode()).hexdigest()[:40]
+    digest = hashlib.sha256(identifier.encode()).hexdigest()[:40]
     return f"x-{digest}"
 
 

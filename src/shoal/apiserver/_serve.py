@@ -8,8 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import uvicorn
-
+from shoal._util.asgi import start_uvicorn
 from shoal.apiserver._app import APIServer
 from shoal.apiserver._registry_source import RegistrySource
 from shoal.discovery import RegistryConfig, RunningRegistry, serve_registry
@@ -27,45 +26,26 @@ async def serve_api(
     """Serve until cancelled. ``on_started`` runs once the socket listens (and, with
     ``registry``, once the Consul API and DNS listen too)."""
     await server.startup()
-    config = uvicorn.Config(
-        server.app(),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        loop="none",
-        timeout_graceful_shutdown=1,
-    )
-    userver = uvicorn.Server(config)
-    # Serve without uvicorn's signal capture: the process owner (``shoal up``/``server``)
-    # decides what Ctrl-C does, and tests run several servers in one process.
-    task = asyncio.create_task(userver._serve())
+    try:
+        running = await start_uvicorn(server.app(), host, port, "the API server")
+    except BaseException:
+        await server.shutdown()
+        raise
     registry_task: asyncio.Task[None] | None = None
     try:
-        while not userver.started:
-            if task.done():
-                await task
-                raise OSError(f"the API server could not listen on {host}:{port}")
-            await asyncio.sleep(0.01)
         if registry is not None:
             registry_task = await _start_registry(server, registry)
         if on_started is not None:
             await on_started()
         # Shielded: cancelling us must not cancel uvicorn mid-loop (its shutdown would never
         # run and the listening socket would stay open); ``finally`` asks it to exit instead.
-        await asyncio.shield(task)
+        await asyncio.shield(running.task)
     finally:
         if registry_task is not None:
             registry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await registry_task
-        userver.should_exit = True
-        if not task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 3)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
+        await running.stop()
         await server.shutdown()
         logging.getLogger("shoal.apiserver").debug("API server stopped")
 

@@ -17,6 +17,7 @@ import typer
 
 from shoal.cli._app import app, fail, guarded, settings
 from shoal.cli._output import make_table, print_table, stdout_console
+from shoal.discovery import worst_status
 
 services_app = typer.Typer(
     name="services",
@@ -52,11 +53,8 @@ async def _get(client: httpx.AsyncClient, path: str) -> Any:
 
 
 def _status(entry: dict[str, Any]) -> str:
-    statuses = {c.get("Status") for c in entry.get("Checks") or []}
-    for worst in ("critical", "warning"):
-        if worst in statuses:
-            return worst
-    return "passing"
+    known = ("passing", "warning", "critical")
+    return worst_status(c["Status"] for c in entry.get("Checks") or [] if c.get("Status") in known)
 
 
 async def _overview(base: str) -> list[list[str]]:

@@ -36,12 +36,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
 import httpx
 
+from shoal._util.clock import parse_time
 from shoal._util.duration import parse_duration
 from shoal.discovery._catalog import HealthStatus
 from shoal.discovery._probes import (
@@ -208,7 +208,7 @@ def _parse_rfc3339(text: str) -> float | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return parse_time(text)
     except ValueError:
         return None
 

@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from shoal.discovery._catalog import Check, HealthStatus, Instance, Node
+from shoal.discovery._source import revision
 
 JSONObject = dict[str, Any]
 
@@ -33,13 +34,6 @@ POD_CHECK_NAME = "Kubernetes Health Check"
 NODE_CHECK_ID = "serfHealth"
 
 _STATUSES = ("passing", "warning", "critical")
-
-
-def _rv(obj: JSONObject) -> int:
-    try:
-        return int(obj["metadata"].get("resourceVersion") or 0)
-    except (KeyError, ValueError, AttributeError):
-        return 0
 
 
 def node_address(obj: JSONObject) -> str:
@@ -58,7 +52,7 @@ def node_entry(obj: JSONObject) -> tuple[Node, Check]:
     """A shoal Node as a catalog node and its ``serfHealth`` check."""
     meta = obj.get("metadata") or {}
     name = str(meta.get("name", ""))
-    rv = _rv(obj)
+    rv = revision(obj)
     node = Node(
         name=name,
         address=node_address(obj),
@@ -141,7 +135,7 @@ def registration_instance(
     """A ServiceRegistration as an instance; ``extra_checks`` are HealthCheck objects that
     name its service ID, ``node_checks`` its node's checks."""
     spec = obj.get("spec") or {}
-    rv = _rv(obj)
+    rv = revision(obj)
     node = str(spec.get("node") or default_node)
     sid = str(spec.get("id", ""))
     states = _state_map(obj)
@@ -176,7 +170,7 @@ def healthcheck_entry(obj: JSONObject, default_node: str) -> Check:
         obj.get("status"),
         node=str(spec.get("node") or default_node),
         service_id=str(spec.get("serviceID", "")),
-        rv=_rv(obj),
+        rv=revision(obj),
     )
 
 
@@ -223,7 +217,7 @@ def endpoint_instances(
     wanted = ports[0].get("name") if ports else None
     tags = _service_tags(meta.get("annotations") or {})
     svc_meta = MappingProxyType(_service_meta(service))
-    rv = max(_rv(service), _rv(endpoints))
+    rv = max(revision(service), revision(endpoints))
     result: list[Instance] = []
     seen: set[str] = set()
     for subset in endpoints.get("subsets") or []:

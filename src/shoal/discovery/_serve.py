@@ -13,8 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import uvicorn
-
+from shoal._util.asgi import RunningServer, start_uvicorn
 from shoal.discovery._catalog import Catalog
 from shoal.discovery._checks import CheckDefinition, CheckRunner
 from shoal.discovery._source import JSONObject, ObjectSource
@@ -62,34 +61,6 @@ class RunningRegistry:
     dns: DNSServer | None
     consul_port: int
     dns_port: int
-
-
-async def _serve_http(
-    api: ConsulAPI, host: str, port: int
-) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    config = uvicorn.Config(
-        api.app(),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        loop="none",
-        timeout_graceful_shutdown=1,
-        backlog=2048,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server._serve())
-    while not server.started:
-        if task.done():
-            await task
-            raise OSError(f"the Consul API could not listen on {host}:{port}")
-        await asyncio.sleep(0.01)
-    bound = port
-    for srv in server.servers:
-        for sock in srv.sockets:
-            bound = int(sock.getsockname()[1])
-    return server, task, bound
 
 
 class _DNSFeeder:
@@ -198,7 +169,7 @@ async def serve_registry(
         source, config.node_name, node_address=config.node_address, datacenter=config.datacenter
     )
     state_task = asyncio.create_task(state.run(), name="registry-state")
-    http: tuple[uvicorn.Server, asyncio.Task[None], int] | None = None
+    http: RunningServer | None = None
     dns: DNSServer | None = None
     runner: CheckRunner | None = None
     try:
@@ -215,8 +186,10 @@ async def serve_registry(
             state.add_listener(_DNSFeeder(dns, config.dns).changed)
         consul_port = -1
         if config.consul_port >= 0:
-            http = await _serve_http(api, config.consul_host, config.consul_port)
-            consul_port = http[2]
+            http = await start_uvicorn(
+                api.app(), config.consul_host, config.consul_port, "the Consul API", backlog=2048
+            )
+            consul_port = http.port
         running = RunningRegistry(state, api, dns, consul_port, dns.port if dns else -1)
         for hook in (on_started, config.on_started):
             if hook is not None:
@@ -225,12 +198,7 @@ async def serve_registry(
     finally:
         state.release_waiters()
         if http is not None:
-            server, task, _ = http
-            server.should_exit = True
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 3)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
+            await http.stop()
         if dns is not None:
             await dns.close()
         if runner is not None:

@@ -16,6 +16,14 @@ from typing import Any, Literal, Protocol
 JSONObject = dict[str, Any]
 
 
+def revision(obj: JSONObject) -> int:
+    """The store revision that last wrote ``obj`` (its resourceVersion; 0 if it has none)."""
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
 @dataclass(frozen=True, slots=True)
 class SourceEvent:
     """One change of one object. ``revision`` is the global revision of the change."""

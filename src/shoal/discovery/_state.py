@@ -51,13 +51,6 @@ def _key(obj: JSONObject) -> str:
     return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
 
 
-def _rv(obj: JSONObject) -> int:
-    try:
-        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
-
-
 class _Topic:
     __slots__ = ("event", "index")
 
@@ -113,6 +106,7 @@ class RegistryState:
         self._object_listeners: list[ObjectListener] = []
         self._synced = asyncio.Event()
         self._node_checks: dict[str, tuple[Check, ...]] = {}
+        self._nodes: list[Node] = []
         self._closing = False
         self._derived: dict[str, dict[str, tuple[tuple[object, ...], Instance]]] = {}
         """Service -> registration key -> (the objects it was derived from, the instance):
@@ -314,7 +308,7 @@ class RegistryState:
                 )
             if nodes_really:
                 self.catalog = self.catalog.replace(
-                    nodes=self._node_list(), node_checks=self._all_node_checks()
+                    nodes=self._nodes, node_checks=self._all_node_checks()
                 )
             for name in dirty:
                 self._bump(f"service:{name}", top)
@@ -454,9 +448,6 @@ class RegistryState:
                 checks.setdefault(check.node, []).append(check)
         return nodes, {n: tuple(sorted(c, key=lambda x: x.check_id)) for n, c in checks.items()}
 
-    def _node_list(self) -> list[Node]:
-        return self._node_entries()[0]
-
     def _all_node_checks(self) -> list[Check]:
         return [c for group in self._node_checks.values() for c in group]
 
@@ -478,7 +469,7 @@ class RegistryState:
         changed_nodes |= {
             n for n in set(old_nodes) | set(new_nodes) if old_nodes.get(n) != new_nodes.get(n)
         }
-        self._node_checks = checks
+        self._nodes, self._node_checks = nodes, checks
         if not changed_nodes:
             return False
         for inst in self.catalog.all_instances():
@@ -539,6 +530,7 @@ class RegistryState:
 
     def _rebuild_all(self) -> None:
         nodes, self._node_checks = self._node_entries()
+        self._nodes = nodes
         names = set(self._raw.reg_by_service) | set(self._raw.k8s_by_name)
         self._derived = {n: d for n, d in self._derived.items() if n in names}
         instances = [inst for name in sorted(names) for inst in self._instances_of(name)]

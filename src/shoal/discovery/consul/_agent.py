@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
+from shoal._util.clock import format_time
 from shoal.api import object_name
-from shoal.discovery._source import JSONObject, ObjectSource
+from shoal.discovery._source import JSONObject, ObjectSource, revision
 from shoal.discovery._state import RegistryState
 from shoal.discovery.consul._register import fold, parse_check, parse_service
 from shoal.errors import AlreadyExistsError, BadRequestError, ConflictError, NotFoundError
@@ -38,11 +39,7 @@ class TTLUpdater(Protocol):
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _rv(obj: JSONObject) -> int:
-    return int(obj["metadata"]["resourceVersion"])
+    return format_time(time.time())
 
 
 class ConsulAgent:
@@ -61,7 +58,7 @@ class ConsulAgent:
         self.ttl_updater: TTLUpdater | None = None
 
     async def _applied(self, resource: str, obj: JSONObject) -> None:
-        await self.state.wait_applied(resource, _rv(obj))
+        await self.state.wait_applied(resource, revision(obj))
 
     # --- services ---------------------------------------------------------------------------
 
@@ -287,6 +284,3 @@ def _definition(owner: tuple[str, JSONObject], check_id: str) -> JSONObject:
         if check.get("checkID") == check_id:
             return dict(check)
     return {}
-
-
-StatusSink = Callable[[str, str, str], Awaitable[None]]

@@ -28,6 +28,7 @@ from shoal.discovery._state import RegistryState
 from shoal.discovery.consul import _render as render
 from shoal.discovery.consul._agent import ConsulAgent
 from shoal.discovery.consul._kv import KVStore, entry_json, raw_value
+from shoal.discovery.consul._register import fold
 from shoal.errors import APIStatusError, BadRequestError, NotFoundError
 
 log = logging.getLogger("shoal.discovery.consul")
@@ -300,10 +301,7 @@ class ConsulAPI:
         return await self._ttl(request, "critical")
 
     async def check_update(self, request: Request) -> Response:
-        body = await self._body(request)
-        if not isinstance(body, dict):
-            raise BadRequestError("Request decode failed: body must be a JSON object")
-        folded = {str(k).lower(): v for k, v in body.items()}
+        folded = fold(await self._body(request))
         status = folded.get("status", "")
         output = folded.get("output", "")
         if not isinstance(status, str) or not isinstance(output, str):

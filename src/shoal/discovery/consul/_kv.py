@@ -11,7 +11,7 @@ import base64
 from typing import Any
 
 from shoal.api import object_name
-from shoal.discovery._source import JSONObject, ObjectSource
+from shoal.discovery._source import JSONObject, ObjectSource, revision
 from shoal.discovery._state import RegistryState
 from shoal.errors import AlreadyExistsError, BadRequestError, ConflictError, NotFoundError
 
@@ -20,14 +20,10 @@ MAX_VALUE = 512 * 1024
 """Consul's default ``kv_max_value_size``."""
 
 
-def _rv(obj: JSONObject) -> int:
-    return int(obj["metadata"]["resourceVersion"])
-
-
 def entry_json(obj: JSONObject) -> dict[str, Any]:
     """``api.KVPair``."""
     spec = obj.get("spec") or {}
-    modify = _rv(obj)
+    modify = revision(obj)
     return {
         "LockIndex": 0,
         "Key": spec.get("key", ""),
@@ -73,13 +69,13 @@ class KVStore:
         if exact:
             obj = self.get(prefix)
             if obj is not None:
-                best = _rv(obj)
+                best = revision(obj)
             best = max(best, self.state.kv_tombstones.get(prefix, 0))
         else:
             # Deletions before a restart left no tombstone, and one of them may be newer
             # than every key still under the prefix: floor by the revision the registry
             # started at, so the prefix's index never goes backwards across restarts.
-            best = max((_rv(o) for o in self.under(prefix)), default=0)
+            best = max((revision(o) for o in self.under(prefix)), default=0)
             best = max(
                 [
                     best,
@@ -125,18 +121,18 @@ class KVStore:
                 return await self._update(obj, current, cas)
         except (ConflictError, NotFoundError):
             return False
-        await self.state.wait_applied("kvpairs", _rv(stored))
+        await self.state.wait_applied("kvpairs", revision(stored))
         return True
 
     async def _update(self, obj: JSONObject, current: JSONObject, cas: int | None) -> bool:
-        if cas is not None and cas != _rv(current):
+        if cas is not None and cas != revision(current):
             return False
         obj["spec"]["createIndex"] = int(
             (current.get("spec") or {}).get("createIndex") or 0
-        ) or _rv(current)
-        obj["metadata"]["resourceVersion"] = str(cas if cas is not None else _rv(current))
+        ) or revision(current)
+        obj["metadata"]["resourceVersion"] = str(cas if cas is not None else revision(current))
         stored = await self.source.update("kvpairs", obj)
-        await self.state.wait_applied("kvpairs", _rv(stored))
+        await self.state.wait_applied("kvpairs", revision(stored))
         return True
 
     async def delete(self, key: str, *, recurse: bool, cas: int | None) -> bool:
@@ -148,7 +144,7 @@ class KVStore:
                 # Consul's kvsDeleteCASTxn: a key that is already gone counts as deleted,
                 # with or without ?cas (a retried CAS delete must not report failure).
                 return True
-            if cas is not None and cas != _rv(one):
+            if cas is not None and cas != revision(one):
                 return False
             targets = [one]
         last = 0
@@ -163,7 +159,7 @@ class KVStore:
                 continue
             except ConflictError:
                 return False
-            last = max(last, _rv(gone))
+            last = max(last, revision(gone))
         if last:
             await self.state.wait_applied("kvpairs", last)
         return True
