@@ -18,6 +18,7 @@ status with a Kubernetes ``Status`` body, the CLI into one readable line and exi
      ├── ConfigError               a user file (manifest, compose file) is wrong; names file/doc
      ├── ServerUnreachableError    the client could not reach the API server
      ├── DriverError               a runtime driver failed to start/stop/inspect a container
+ ├── NetworkError              the network data plane (ip, nft, tc, CNI) refused a change
      └── TemporaryError            retry after .delay seconds (controllers, agent)
 """
 
@@ -191,6 +192,11 @@ class ServerUnreachableError(ShoalError):
 
 class DriverError(ShoalError):
     """A runtime driver could not do what was asked (start, stop, inspect a container)."""
+
+
+class NetworkError(ShoalError):
+    """A data-plane command (``ip``, ``nft``, ``tc``, a CNI plugin) failed; the message names
+    the command and carries its stderr."""
 
 
 class TemporaryError(ShoalError):

@@ -15,6 +15,7 @@ from shoal.api._meta import (
     Quantity,
     Resource,
 )
+from shoal.api._networking import NodeLink
 
 # --- Pods -------------------------------------------------------------------------------------
 
@@ -166,6 +167,10 @@ class PodSpec(Model):
     hostname: str | None = None
     volumes: list[Volume] = Field(default_factory=list)
     security_context: PodSecurityContext | None = None
+    host_network: bool | None = None
+    """True: the pod shares the node's network namespace (omitted when false)."""
+    networks: list[str] = Field(default_factory=list)
+    """Names of the Networks the pod joins (shoal's extension; none: ``default``)."""
 
 
 class ContainerStateWaiting(Model):
@@ -210,11 +215,16 @@ class ContainerStatus(Model):
 PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
 
 
+class PodIP(Model):
+    ip: str
+
+
 class PodStatus(Model):
     phase: PodPhase = "Pending"
     conditions: list[Condition] = Field(default_factory=list)
     container_statuses: list[ContainerStatus] = Field(default_factory=list)
     pod_ip: str | None = Field(None, alias="podIP")
+    pod_ips: list[PodIP] = Field(default_factory=list, alias="podIPs")
     host_ip: str | None = Field(None, alias="hostIP")
     start_time: str | None = None
     message: str | None = None
@@ -290,6 +300,8 @@ class NodeStatus(Model):
     addresses: list[NodeAddress] = Field(default_factory=list)
     node_info: NodeSystemInfo = Field(default_factory=NodeSystemInfo)
     daemon_endpoints: NodeDaemonEndpoints = Field(default_factory=NodeDaemonEndpoints)
+    links: list[NodeLink] = Field(default_factory=list)
+    """This node's links to its neighbours, for routing between nodes (shoal's extension)."""
 
 
 class Node(Resource):
@@ -310,12 +322,21 @@ class ServicePort(Model):
     node_port: int | None = None
 
 
+class ClientIPConfig(Model):
+    timeout_seconds: int = 10800
+
+
+class SessionAffinityConfig(Model):
+    client_ip: ClientIPConfig | None = Field(None, alias="clientIP")
+
+
 class ServiceSpec(Model):
     selector: dict[str, str] = Field(default_factory=dict)
     ports: list[ServicePort] = Field(default_factory=list)
     type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
     cluster_ip: str | None = Field(None, alias="clusterIP")
     session_affinity: Literal["None", "ClientIP"] = "None"
+    session_affinity_config: SessionAffinityConfig | None = None
 
 
 class ServiceStatus(Model):

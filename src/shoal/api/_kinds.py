@@ -9,6 +9,7 @@ from shoal.api._apps import Deployment, ReplicaSet
 from shoal.api._consul import HealthCheck, KVPair, ServiceRegistration
 from shoal.api._core import Endpoints, Event, Namespace, Node, Pod, Service
 from shoal.api._meta import Resource
+from shoal.api._networking import Network
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("HealthCheck", "healthchecks", "healthcheck", "consul.shoal.dev", "v1", False,
              HealthCheck, ("hc",), frozenset({"status"})),
     KindInfo("KVPair", "kvpairs", "kvpair", "consul.shoal.dev", "v1", False, KVPair, ("kv",)),
+    KindInfo("Network", "networks", "network", "networking.shoal.dev", "v1", False, Network,
+             ("net",), frozenset({"status"})),
 )  # fmt: skip
 
 _BY_KIND = {k.kind: k for k in KINDS}

@@ -25,6 +25,14 @@ from shoal.api._core import (
     Service,
     Volume,
 )
+from shoal.api._fielderrors import (
+    duplicate,
+    forbidden,
+    invalid,
+    not_found,
+    required,
+    unsupported,
+)
 from shoal.api._kinds import KindInfo
 from shoal.api._labels import (
     dns1123_label_errors,
@@ -33,49 +41,11 @@ from shoal.api._labels import (
     label_value_errors,
 )
 from shoal.api._meta import IntOrString, LabelSelector, ObjectMeta, Resource
+from shoal.api._networking import Network, validate_network, validate_pod_networks
 from shoal.api._quantity import parse_quantity
 from shoal.errors import FieldError, InvalidError
 
 _UNION_TAGS = re.compile(r"^(int|str|float|bool|list\[.*\]|dict\[.*\]|function-.*|literal\[.*\])$")
-
-
-def required(path: str) -> FieldError:
-    return FieldError(path, "FieldValueRequired", "Required value")
-
-
-def invalid(path: str, value: object, detail: str) -> FieldError:
-    return FieldError(path, "FieldValueInvalid", f"Invalid value: {_show(value)}: {detail}")
-
-
-def unsupported(path: str, value: object, supported: list[str]) -> FieldError:
-    vals = ", ".join(f'"{s}"' for s in supported)
-    return FieldError(
-        path,
-        "FieldValueNotSupported",
-        f"Unsupported value: {_show(value)}: supported values: {vals}",
-    )
-
-
-def duplicate(path: str, value: object) -> FieldError:
-    return FieldError(path, "FieldValueDuplicate", f"Duplicate value: {_show(value)}")
-
-
-def forbidden(path: str, detail: str) -> FieldError:
-    return FieldError(path, "FieldValueForbidden", f"Forbidden: {detail}")
-
-
-def not_found(path: str, value: object) -> FieldError:
-    return FieldError(path, "FieldValueNotFound", f"Not found: {_show(value)}")
-
-
-def _show(value: object) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _loc_to_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
@@ -396,6 +366,7 @@ def validate_pod_spec(spec: PodSpec, path: str) -> list[FieldError]:
     errs += _volumes(spec.volumes, f"{path}.volumes")
     if spec.security_context is not None:
         errs += _ids(spec.security_context, f"{path}.securityContext")
+    errs += validate_pod_networks(spec.networks, bool(spec.host_network), path)
     volume_names = {v.name for v in spec.volumes if v.name}
     seen: set[str] = set()
     for i, c in enumerate(spec.containers):
@@ -548,6 +519,11 @@ def _service(obj: Resource) -> list[FieldError]:
     return errs
 
 
+def _network(obj: Resource) -> list[FieldError]:
+    assert isinstance(obj, Network)
+    return validate_network(obj)
+
+
 def _node(obj: Resource) -> list[FieldError]:
     assert isinstance(obj, Node)
     return _quantities(obj.status.capacity, "status.capacity") + _quantities(
@@ -561,4 +537,5 @@ _RULES = {
     "ReplicaSet": _replicaset,
     "Service": _service,
     "Node": _node,
+    "Network": _network,
 }

@@ -14,6 +14,7 @@ from typing import Any
 
 from shoal._util import Clock, SystemClock, format_time
 from shoal.api import (
+    DEFAULT_NETWORK,
     KindInfo,
     LabelSelector,
     Selector,
@@ -22,6 +23,7 @@ from shoal.api import (
     parse_field_selector,
     validate_object,
 )
+from shoal.apiserver._allocate import ALLOCATING_KINDS, Allocator
 from shoal.errors import (
     BadRequestError,
     ConflictError,
@@ -108,6 +110,7 @@ class Registry:
     def __init__(self, store: Store, clock: Clock | None = None) -> None:
         self.store = store
         self.clock = clock or SystemClock()
+        self.allocator = Allocator(store)
 
     def now(self) -> str:
         return format_time(self.clock.now())
@@ -121,6 +124,13 @@ class Registry:
                 await self.create(
                     info, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
                 )
+        # The network pods join when they name none, like Docker's default bridge.
+        net = kind_info("Network")
+        try:
+            await self.store.get("networks", "", DEFAULT_NETWORK)
+        except NotFoundError:
+            body = {"apiVersion": net.api_version, "kind": "Network"}
+            await self.create(net, None, {**body, "metadata": {"name": DEFAULT_NETWORK}})
 
     # --- admission ---------------------------------------------------------------------------
 
@@ -198,6 +208,10 @@ class Registry:
         if info.kind in _GENERATION_KINDS:
             meta["generation"] = 1
         await self._check_namespace(info, obj)
+        if info.kind in ALLOCATING_KINDS:
+            async with self.allocator.lock:
+                await self.allocator.allocate(info, obj, None)
+                return await self.store.create(info.plural, obj)
         return await self.store.create(info.plural, obj)
 
     async def get(self, info: KindInfo, namespace: str | None, name: str) -> JSONObject:
@@ -281,6 +295,10 @@ class Registry:
             return await self.store.delete(
                 info.plural, _store_ns(info, namespace), name, expected_revision=expected
             )
+        if info.kind in ALLOCATING_KINDS and subresource != "status":
+            async with self.allocator.lock:
+                await self.allocator.allocate(info, new, stored)
+                return await self.store.update(info.plural, new, expected_revision=expected)
         return await self.store.update(info.plural, new, expected_revision=expected)
 
     async def patch(

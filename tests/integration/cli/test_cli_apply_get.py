@@ -158,7 +158,7 @@ async def test_get_tables_and_formats(cli: Cli) -> None:
         "default",
         "web",
         "ClusterIP",
-        "<none>",
+        "10.96.0.2",  # the first free address of the service range (.1 is kept back)
         "80/TCP",
     ]
 
