@@ -32,6 +32,7 @@ from shoal.api import (
     Event,
     KindInfo,
     Namespace,
+    Network,
     Node,
     ObjectMeta,
     ObjectReference,
@@ -87,6 +88,7 @@ class Client:
         self.events: ResourceClient[Event] = ResourceClient(self, Event)
         self.deployments: ResourceClient[Deployment] = ResourceClient(self, Deployment)
         self.replicasets: ResourceClient[ReplicaSet] = ResourceClient(self, ReplicaSet)
+        self.networks: ResourceClient[Network] = ResourceClient(self, Network)
 
     async def __aenter__(self) -> Client:
         return self

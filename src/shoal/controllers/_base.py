@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from shoal._util import Backoff, Clock, SystemClock
-from shoal.api import Deployment, Endpoints, Node, Pod, ReplicaSet, Resource, Service
+from shoal.api import Deployment, Endpoints, Network, Node, Pod, ReplicaSet, Resource, Service
 from shoal.client import Client, Informer, ResourceClient
 from shoal.errors import (
     APIStatusError,
@@ -360,6 +360,10 @@ class SharedInformers:
     @property
     def nodes(self) -> Informer[Node]:
         return self.for_client(self._client.nodes)
+
+    @property
+    def networks(self) -> Informer[Network]:
+        return self.for_client(self._client.networks)
 
     def all(self) -> list[Informer[Any]]:
         return list(self._informers.values())

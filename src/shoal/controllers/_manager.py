@@ -13,12 +13,20 @@ from shoal.controllers._base import Controller, SharedInformers
 from shoal.controllers._deployment import DeploymentController
 from shoal.controllers._endpoints import EndpointsController
 from shoal.controllers._gc import DEFAULT_EVENT_TTL, GarbageCollector
+from shoal.controllers._ipam import IPAMController
 from shoal.controllers._nodelifecycle import NodeLifecycleController
 from shoal.controllers._replicaset import ReplicaSetController
 
 log = logging.getLogger("shoal.controllers")
 
-ALL_CONTROLLERS = ("replicaset", "deployment", "endpoints", "garbagecollector", "nodelifecycle")
+ALL_CONTROLLERS = (
+    "replicaset",
+    "deployment",
+    "endpoints",
+    "garbagecollector",
+    "nodelifecycle",
+    "ipam",
+)
 
 
 class ControllerManager:
@@ -79,6 +87,9 @@ class ControllerManager:
                 pod_eviction_timeout=pod_eviction_timeout,
                 node_monitor_period=node_monitor_period,
             )
+
+        if "ipam" in controllers:
+            self.controllers["ipam"] = IPAMController(client, self.informers, clock=self.clock)
 
     async def wait_synced(self, timeout: float | None = None) -> None:
         """Return once the informer caches are filled and the controllers are running."""

@@ -17,7 +17,9 @@ async def test_run_shares_informers_and_cancels_cleanly() -> None:
         # One informer per kind, however many controllers read it.
         kinds = [i.rc.info.kind for i in manager.informers.all()]
         assert sorted(kinds) == sorted(set(kinds))
-        assert set(kinds) == {"Pod", "ReplicaSet", "Deployment", "Service", "Endpoints", "Node"}
+        assert set(kinds) == {
+                "Pod", "ReplicaSet", "Deployment", "Service", "Endpoints", "Node", "Network",
+            }  # fmt: skip
 
         task = asyncio.create_task(manager.run())
         await manager.wait_synced(10)
