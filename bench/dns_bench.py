@@ -3,10 +3,13 @@
     .venv/bin/python bench/dns_bench.py [--services 1000] [--seconds 10] [--loop uvloop]
 
 Both servers answer ``svc-NNNN.service.consul`` A queries for the same names and addresses
-(dnsmasq from an ``--addn-hosts`` file, shoal from a catalog snapshot), one process each,
-on loopback; dnsperf replays the same query file at each in turn, alternating for a few rounds. Prints queries/s, average
+(dnsmasq from an ``--addn-hosts`` file, shoal from a catalog snapshot), one single-threaded
+process each, on loopback, both pinned to the same last CPU (one core's worth of server
+each) while dnsperf runs on the others; dnsperf replays the same query file with the same
+flags and duration at each in turn, alternating for a few rounds. Prints queries/s, average
 latency, the servers' CPU time per query (steadier than queries/s on a machine shared
-with dnsperf) and the shoal/dnsmasq ratio. Needs dnsperf and dnsmasq (`make system`).
+with other work) and the shoal/dnsmasq ratio; first, the render times of the cold path.
+Needs dnsperf and dnsmasq (`make system`).
 
 With ``--serve`` this script is the shoal server process itself (used by the bench).
 """
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from _common import free_port
 from shoal.discovery import Catalog, Instance, Node
-from shoal.discovery.dns import DNSServer, build_table
+from shoal.discovery.dns import DNSConfig, DNSServer, build_table
 
 
 def _address(i: int) -> str:
@@ -48,7 +51,8 @@ def _catalog(count: int) -> Catalog:
 
 async def _serve(port: int, count: int) -> None:
     started = time.perf_counter()
-    server = DNSServer(build_table, _catalog(count))
+    server = DNSServer(DNSConfig(), _catalog(count))
+    await server.flush()
     built = time.perf_counter() - started
     await server.start("127.0.0.1", port)
     print(f"ready {len(server.table)} names built in {built:.2f}s", flush=True)
@@ -58,12 +62,46 @@ async def _serve(port: int, count: int) -> None:
         await server.close()
 
 
+def _render_figures() -> None:
+    """The cold path: a full render of 1,000 services x 10 instances, and one service."""
+    nodes = [Node(f"n{i}", f"10.200.0.{i + 1}") for i in range(10)]
+    insts = [
+        Instance(f"s{s}-{i}", f"svc-{s:04}", f"n{i}", f"10.{s // 250}.{s % 250}.{i + 1}", 8000 + i,
+                 tags=("v1", "prod") if i % 2 else ("v2",))
+        for s in range(1000)
+        for i in range(10)
+    ]  # fmt: skip
+    catalog = Catalog.build(nodes, insts)
+    fulls, ones = [], []
+    for round_ in range(3):
+        started = time.perf_counter()
+        table = build_table(catalog)
+        fulls.append(time.perf_counter() - started)
+        moved = Instance("s7-0", "svc-0007", "n0", f"10.99.0.{round_ + 1}", 8000)
+        changed = catalog.replace({"svc-0007": [moved, *catalog.instances("svc-0007")[1:]]})
+        started = time.perf_counter()
+        table.set_service(changed, "svc-0007")
+        ones.append(time.perf_counter() - started)
+    print(
+        f"   render: 1,000 services x 10 instances in {min(fulls) * 1000:.0f} ms "
+        f"(first {fulls[0] * 1000:.0f} ms, {len(table)} names); "
+        f"one service changed in {min(ones) * 1000:.2f} ms",
+        flush=True,
+    )
+
+
+_CPUS = sorted(os.sched_getaffinity(0))
+_SERVER_CPU = {_CPUS[-1]}
+_CLIENT_CPUS = set(_CPUS[:-1]) or _SERVER_CPU
+
+
 def _dnsperf(port: int, query_file: Path, seconds: int) -> tuple[float, float, int]:
     """(queries/s, average latency ms, lost queries) from one dnsperf run."""
     proc = subprocess.run(
         ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(query_file),
          "-l", str(seconds), "-c", "4", "-q", "200"],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
+        preexec_fn=lambda: os.sched_setaffinity(0, _CLIENT_CPUS),
     )  # fmt: skip
     out = proc.stdout
     qps = re.search(r"Queries per second:\s+([\d.]+)", out)
@@ -120,6 +158,7 @@ def main() -> None:
     if missing:
         print(f"   skipped: {', '.join(missing)} not installed (make system)")
         return
+    _render_figures()
     names = _names(args.services)
     shoal_label = f"shoal ({args.loop})"
     runs: dict[str, list[tuple[float, float, int, float]]] = {shoal_label: [], "dnsmasq": []}
@@ -145,6 +184,8 @@ def main() -> None:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             servers = [(shoal_label, shoal.pid, shoal_port), ("dnsmasq", dnsmasq.pid, dnsmasq_port)]
+            for _, pid, _ in servers:
+                os.sched_setaffinity(pid, _SERVER_CPU)
             for _, _, port in servers:
                 _wait_udp(port, names[-1])
             # Alternate the two, several rounds: on a 2-core machine shared with dnsperf the

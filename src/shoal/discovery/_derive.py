@@ -13,13 +13,19 @@ Three sources make up the catalog, as in a Kubernetes cluster synced to Consul:
   annotation (comma-separated, as consul-k8s reads it); meta is the Service's labels plus
   ``consul.hashicorp.com/service-meta-KEY`` annotations.
 
+A Service with a cluster IP is also a :class:`ClusterIPService`: DNS answers its
+``NAME.NAMESPACE.svc`` name with that virtual IP, as kube-dns does, rather than with the pods
+behind it (which ``NAME.service.consul`` keeps answering); a headless Service has none.
+
 Functions here take the objects' JSON dicts: the registry applies thousands of events per
 second and does not need a pydantic round trip for each.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -259,3 +265,52 @@ def endpoint_instances(
                     )
                 )
     return result
+
+
+@dataclass(frozen=True)
+class ServicePortEntry:
+    """One port of a Service, as DNS needs it for kube-dns' SRV records."""
+
+    name: str
+    """The port's name; empty for an unnamed port (it has no ``_NAME._PROTO`` record)."""
+    protocol: str
+    """``tcp``, ``udp`` or ``sctp``: lowercased, as it appears in ``_NAME._PROTO``."""
+    port: int
+    """The Service's port (what clients connect to on the cluster IP), not the target port."""
+
+
+@dataclass(frozen=True)
+class ClusterIPService:
+    """A Service reached through a virtual IP: ``NAME.NAMESPACE.svc.<cluster domain>``
+    resolves to ``address`` whether or not pods are Ready behind it (kube-dns' rule)."""
+
+    namespace: str
+    name: str
+    address: str
+    """The Service's ``spec.clusterIP``, a valid IPv4 or IPv6 address."""
+    ports: tuple[ServicePortEntry, ...] = ()
+
+
+def cluster_ip_service(service: JSONObject) -> ClusterIPService | None:
+    """``service`` (a Service's JSON) as a :class:`ClusterIPService`, or None when DNS
+    should answer its pods instead: headless (``clusterIP`` ``None``), no cluster IP yet
+    (absent or empty), ``ExternalName``, or a value that is not an IP address."""
+    meta = service.get("metadata") or {}
+    spec = service.get("spec") or {}
+    address = spec.get("clusterIP")
+    if spec.get("type") == "ExternalName" or not isinstance(address, str):
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None  # "None" (headless), "" or garbage
+    ports = tuple(
+        ServicePortEntry(
+            str(p.get("name") or ""), str(p.get("protocol") or "TCP").lower(), int(p["port"])
+        )
+        for p in spec.get("ports") or []
+        if isinstance(p, dict) and isinstance(p.get("port"), int)
+    )
+    return ClusterIPService(
+        str(meta.get("namespace") or "default"), str(meta.get("name", "")), str(ip), ports
+    )

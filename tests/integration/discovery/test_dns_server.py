@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,7 +17,7 @@ import dns.rcode
 import pytest
 
 from shoal.discovery import Catalog, Instance, Node
-from shoal.discovery.dns import DNSConfig, DNSServer, build_table
+from shoal.discovery.dns import DNSConfig, DNSServer, _udp
 
 NODES = [Node("dnsit-n1", "127.0.0.1")]
 
@@ -30,9 +30,16 @@ def _catalog(count: int) -> Catalog:
     return Catalog.build(NODES, insts)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[DNSServer]:
-    srv = DNSServer(functools.partial(build_table, config=DNSConfig(ttl=3)), _catalog(3))
+@pytest.fixture(params=["mmsg", "plain"])
+async def server(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[DNSServer]:
+    """A server on a free port, with each UDP driver (recvmmsg batches, recvfrom/sendto)."""
+    if request.param == "plain":
+        monkeypatch.setattr(_udp, "_MMSG", None)
+    else:
+        assert _udp._MMSG is not None, "recvmmsg/sendmmsg not found in libc"
+    srv = DNSServer(DNSConfig(ttl=3), _catalog(3))
     await srv.start("127.0.0.1", 0)
     try:
         yield srv
@@ -57,21 +64,37 @@ async def test_udp_and_tcp_answers(server: DNSServer) -> None:
     assert nx.rcode() == dns.rcode.NXDOMAIN and nx.authority
 
 
-async def test_update_swaps_the_table(server: DNSServer) -> None:
+async def test_updates_reach_cached_answers(server: DNSServer) -> None:
+    """Answers are cached per query; a change drops exactly the names it touched."""
     query = dns.message.make_query("web.service.consul", "A")
-    server.update(_catalog(1))
-    msg = await dns.asyncquery.udp(query, "127.0.0.1", port=server.port, timeout=2)
-    assert _a(msg) == {"127.1.0.1"}
-    server.update(Catalog.build(NODES, []))
-    msg = await dns.asyncquery.udp(query, "127.0.0.1", port=server.port, timeout=2)
-    assert msg.rcode() == dns.rcode.NXDOMAIN
+    missing = dns.message.make_query("api.service.consul", "SRV")
+
+    async def ask(q: dns.message.Message) -> dns.message.Message:
+        return await dns.asyncquery.udp(q, "127.0.0.1", port=server.port, timeout=2)
+
+    for _ in range(3):  # the first fills the cache, the others hit it
+        assert len(_a(await ask(query))) == 3
+        assert (await ask(missing)).rcode() == dns.rcode.NXDOMAIN
+    server.update(_catalog(1), ["web"], nodes_changed=False)
+    await server.flush()
+    assert _a(await ask(query)) == {"127.1.0.1"}
+    api = Instance("api-1", "api", "dnsit-n1", "", 7000)
+    server.update(Catalog.build(NODES, [api]))
+    await server.flush()
+    assert (await ask(query)).rcode() == dns.rcode.NXDOMAIN
+    assert _a(await ask(missing)) == {"1 1 7000 dnsit-n1.node.dc1.consul."}
 
 
 async def test_truncation_then_tcp_fallback(server: DNSServer) -> None:
     server.update(_catalog(80))
+    await server.flush()
     query = dns.message.make_query("web.service.consul", "A")
     udp = await dns.asyncquery.udp(query, "127.0.0.1", port=server.port, timeout=2)
-    assert udp.flags & dns.flags.TC and not udp.answer
+    assert udp.flags & dns.flags.TC and len(_a(udp)) == 3  # Consul's udp_answer_limit
+    big = dns.message.make_query("web.service.consul", "SRV", use_edns=0, payload=1232)
+    fit = await dns.asyncquery.udp(big, "127.0.0.1", port=server.port, timeout=2)
+    assert fit.flags & dns.flags.TC and 10 < len(_a(fit)) < 80
+    assert len(fit.to_wire()) <= 1232 and len(fit.additional) == len(_a(fit))
     full, used_tcp = await dns.asyncquery.udp_with_fallback(
         query, "127.0.0.1", port=server.port, timeout=2
     )
@@ -121,6 +144,7 @@ async def test_dig(server: DNSServer) -> None:
             pytest.skip("dig not installed (dnsutils)")
         pytest.fail("running as root but dig is not installed (make test installs dnsutils)")
     server.update(_catalog(80))
+    await server.flush()
 
     def dig(*args: str) -> str:
         proc = subprocess.run(
@@ -140,6 +164,15 @@ async def test_dig(server: DNSServer) -> None:
     # Without EDNS the 80 A records do not fit in 512 bytes: dig retries over TCP by itself.
     full = await asyncio.to_thread(dig, "+noedns", "web.service.consul")
     assert "Truncated, retrying in TCP mode" in full and "ANSWER: 80" in full
+    # +ignore shows the UDP answer itself, with the tc flag: for a 512-byte client
+    # Consul's udp_answer_limit (3), for a larger one as many records as fit.
+    small = await asyncio.to_thread(dig, "+ignore", "+bufsize=512", "SRV", "web.service.consul")
+    assert re.search(r"flags: qr aa tc rd;.*ANSWER: 3,", small)
+    cut = await asyncio.to_thread(dig, "+ignore", "+bufsize=1232", "SRV", "web.service.consul")
+    found = re.search(r"flags: qr aa tc rd;.*ANSWER: (\d+),", cut)
+    assert found is not None and 3 < int(found.group(1)) < 80, cut
+    tcp = await asyncio.to_thread(dig, "+tcp", "+short", "web.service.consul")
+    assert len(tcp.split()) == 80
     nx = await asyncio.to_thread(dig, "missing.service.consul")
     assert "status: NXDOMAIN" in nx and "ns.consul. hostmaster.consul." in nx
 
@@ -148,7 +181,7 @@ def test_runs_under_uvloop() -> None:
     import uvloop
 
     async def main() -> set[str]:
-        srv = DNSServer(build_table, _catalog(2))
+        srv = DNSServer(DNSConfig(), _catalog(2))
         await srv.start("127.0.0.1", 0)
         try:
             query = dns.message.make_query("web.service.consul", "A")
@@ -163,7 +196,7 @@ def test_runs_under_uvloop() -> None:
 
 
 async def test_close_frees_both_ports() -> None:
-    srv = DNSServer(build_table)
+    srv = DNSServer()
     await srv.start("127.0.0.1", 0)
     port = srv.port
     await srv.close()
