@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYS_STAMP := .make/system-packages
 # Packages the tests and the quickstart use (runc and image tools for the runc driver).
-# Later issues add CNI plugins and nftables.
-SYS_PACKAGES := iproute2 procps runc umoci skopeo docker-registry busybox-static dnsutils dnsperf dnsmasq-base
+# CNI plugins, nftables and wrk: container networking and its benchmarks.
+SYS_PACKAGES := iproute2 procps runc umoci skopeo docker-registry busybox-static dnsutils dnsperf dnsmasq-base \
+  containernetworking-plugins nftables wrk
 
 .PHONY: run test venv system lint typecheck unit bench clean
 

@@ -29,6 +29,7 @@ from shoal.runtime.runc import _cgroups as cg
 from shoal.runtime.runc import _rootfs as rfs
 from shoal.testing import free_port
 from tests.integration.runtime.conftest import cleanup_everything
+from tests.netleftovers import remove_network_leftovers
 from tests.rootreq import require_root
 
 SHOAL = [sys.executable, "-m", "shoal.cli"]
@@ -107,6 +108,7 @@ class Cluster:
     extra: list[ShoalProcess] = field(default_factory=list)
     consul_port: int = 0
     dns_port: int = 0
+    network_prefix: str = ""
 
     @property
     def url(self) -> str:
@@ -204,8 +206,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 @pytest.fixture
 def runc_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """A one-node cluster on the runc driver (root; CI is root)."""
-    require_root("runc")
+    """A one-node cluster on the runc driver (root; CI is root), pods on bridge networks."""
+    require_root("runc", "nft", "ip")
     yield from _cluster(tmp_path, "runc")
 
 
@@ -214,14 +216,18 @@ def _cluster(tmp_path: Path, runtime: str) -> Iterator[Cluster]:
     data = tmp_path / "up"
     # runc: a unique node name, since the driver's cgroups live under /shoal/<node>.
     node = "node-a" if runtime == "process" else f"node-{secrets.token_hex(3)}"
+    # Bridges, pod netns and the nft table get a unique prefix (runc pods are networked).
+    prefix = "t" + secrets.token_hex(3)[:5]
     up = ShoalProcess(
         [*SHOAL, "up", "--data-dir", str(data), "--api-port", str(port), "--node-name", node,
          "--node-monitor-grace", "3", "--pod-eviction-timeout", "3", "--heartbeat-interval", "1",
-         "--runtime", runtime, "--consul-port", str(consul_port), "--dns-port", str(dns_port)],
+         "--runtime", runtime, "--consul-port", str(consul_port), "--dns-port", str(dns_port),
+         "--network-prefix", prefix],
         data,
         tmp_path / "up.log",
     )  # fmt: skip
-    c = Cluster(tmp_path, port, up, runtime, consul_port=consul_port, dns_port=dns_port)
+    c = Cluster(tmp_path, port, up, runtime, consul_port=consul_port, dns_port=dns_port,
+                network_prefix=prefix)  # fmt: skip
     up.start()
     try:
         c.wait_ready()
@@ -234,3 +240,5 @@ def _cluster(tmp_path: Path, runtime: str) -> Iterator[Cluster]:
             kill_leftover_containers(proc.data_dir)
             if runtime == "runc":
                 cleanup_runc(proc.data_dir, node)
+        if runtime == "runc":
+            remove_network_leftovers(prefix)

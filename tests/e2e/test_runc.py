@@ -14,6 +14,7 @@ from shoal.runtime.runc import _cgroups as cg
 from shoal.runtime.runc import _rootfs as rfs
 from tests.e2e.conftest import REPO, Cluster, pod_ready, wait_for
 from tests.integration.runtime.conftest import leftovers
+from tests.netleftovers import network_leftovers
 from tests.oci_support import build_busybox_image
 
 pytestmark = pytest.mark.e2e
@@ -89,9 +90,11 @@ def test_runc_cluster_isolates_runs_images_and_cleans_up(
     # The sandbox's /usr is the host's, read-only.
     ro = c.cli("exec", name, "--", "touch", "/usr/shoal-test", check=False)
     assert ro.returncode != 0
-    # The app answers on the host port the driver assigned.
-    port = pod["status"]["containerStatuses"][0]["ports"][0]["hostPort"]
-    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text.strip() == f"hello from {name}"
+    # The pod has its own network namespace and address; the app answers there (the node
+    # reaches its pods through the network's bridge).
+    ip = pod["status"]["podIP"]
+    assert ip.startswith("10.244.") and pod["status"]["podIPs"] == [{"ip": ip}]
+    assert httpx.get(f"http://{ip}:8080/", timeout=5).text.strip() == f"hello from {name}"
 
     # An image loaded into the node's store, run with imagePullPolicy Never.
     layout = build_busybox_image(tmp_path / "img", tag="1")
@@ -122,3 +125,5 @@ def test_runc_cluster_isolates_runs_images_and_cleans_up(
     wait_for(lambda: not _pod(c, "bb"), timeout=20, what="bb deleted")
     c.up.stop()
     assert all(not v for v in _leftovers(c, node_name).values()), _leftovers(c, node_name)
+    left = network_leftovers(c.network_prefix)
+    assert all(not v for v in left.values()), left

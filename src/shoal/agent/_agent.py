@@ -22,10 +22,11 @@ from shoal.agent._config import AgentConfig
 from shoal.agent._context import WorkerContext
 from shoal.agent._http import AgentHTTPServer, LogRef, build_app, find_worker
 from shoal.agent._images import ImagePuller
+from shoal.agent._network import NodeNetwork
 from shoal.agent._node import NodeKeeper
 from shoal.agent._podworker import PodWorker
 from shoal.agent._reporter import StatusReporter
-from shoal.agent._runtime import build_runtime
+from shoal.agent._runtime import build_runtime, network_mode
 from shoal.agent._stats import PodRef, StatsKeeper, Target
 from shoal.agent._volumes import PodVolumes
 from shoal.api import Pod
@@ -90,6 +91,9 @@ class Agent:
             driver, images = runtime.driver, runtime.images
             self._image_service = runtime.image_service
         self.driver: Driver = driver
+        self.network_mode = network_mode(config, driver.name)
+        """ "bridge" (pods get their own network namespaces) or "host"."""
+        self.network: NodeNetwork | None = None
         self.images = images
         """Where this agent's images come from (None for the process runtime)."""
         self.volumes = PodVolumes(config.data_dir / "pods")
@@ -134,9 +138,20 @@ class Agent:
                 self._recovered.setdefault(st.pod_uid, []).append(st)
             self.http_port = await server.start()
             self.node = NodeKeeper(
-                self.client, cfg, self.driver.fingerprint(), self.http_port, self.clock
+                self.client,
+                cfg,
+                self.driver.fingerprint(),
+                self.http_port,
+                self.clock,
+                network=self.network_mode,
             )
             await self.node.register()
+            self.informer = Informer(
+                self.client.pods, field_selector=f"spec.nodeName={cfg.node_name}"
+            )
+            if self.network_mode == "bridge":
+                self.network = NodeNetwork(self.client, cfg, self.informer, self.node.publish_links)
+                await self.network.start()
             background.append(asyncio.create_task(self.node.run(), name="agent-heartbeat"))
             background.append(asyncio.create_task(self.reporter.run(), name="agent-status"))
             self._ctx = WorkerContext(
@@ -151,9 +166,7 @@ class Agent:
                 resync_interval=5.0 if self._hooked else 1.0,
                 images=self.images,
                 volumes=self.volumes,
-            )
-            self.informer = Informer(
-                self.client.pods, field_selector=f"spec.nodeName={cfg.node_name}"
+                network=self.network,
             )
             self.informer.add_handler(self._on_pod_event)
             await self.informer.start()
@@ -162,6 +175,8 @@ class Agent:
             self._recovered.clear()
             await self._collect(leftovers)
             self._sweep_volumes()
+            if self.network is not None:
+                await self.network.collect(set(self.workers))
             background.append(asyncio.create_task(self._housekeeping(), name="agent-housekeeping"))
             background.append(asyncio.create_task(self._sample_stats(), name="agent-stats"))
             self.ready.set()
@@ -192,6 +207,9 @@ class Agent:
             await self._stop_everything(graces)
             with contextlib.suppress(OSError):
                 self.volumes.release_mounts()
+        if self.network is not None:
+            # shoal up takes the whole data plane with it; an agent restart keeps it all.
+            await self.network.close(remove=self.config.stop_pods_on_exit)
         await server.stop()
         await probe_http.aclose()
         for task in list(self._event_tasks):
@@ -308,6 +326,8 @@ class Agent:
                 orphans = [st for st in await self.driver.list() if st.pod_uid not in self.workers]
                 await self._collect(orphans)
                 self._sweep_volumes()
+                if self.network is not None:
+                    await self.network.collect(set(self.workers))
             except Exception:
                 log.exception("housekeeping failed")
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.api import NodeLink
+
 RUNTIMES = ("process", "runc")
+NETWORK_MODES = ("auto", "bridge", "host")
 
 
 @dataclass
@@ -86,6 +89,34 @@ class AgentConfig:
     force_kill_grace: float = 2.0
     """Grace period for containers whose pod object is already gone (force-deleted, or deleted
     while the agent was down): nobody is waiting for a graceful exit any more."""
+
+    network: str = "host"
+    """Pod networking: "bridge" (each pod its own network namespace on shoal's networks,
+    service virtual IPs in nftables, routes between nodes; needs root and the runc
+    runtime), "host" (pods share the node's network, as process containers do), or "auto"
+    (bridge with runc as root, host otherwise; what ``shoal up`` and ``shoal agent`` ask
+    for unless told otherwise). Published as the ``shoal.dev/network``
+    label, which tells the IPAM controller to give this node's pods addresses."""
+
+    node_netns: str = ""
+    """The named network namespace that *is* this node's network (bridges, routes, nft
+    table live there); "" for the agent's own. Lets tests and demos run several nodes on
+    one machine."""
+
+    network_prefix: str = "shoal"
+    """Prefix of everything the data plane creates (pod netns, bridges, the nft table);
+    distinct per agent when several share one network namespace."""
+
+    links: tuple[NodeLink, ...] = ()
+    """This node's links to its neighbours (peer node, the peer's address, cost), published
+    in Node.status.links while their interface has carrier, for routing between nodes."""
+
+    dns_target: str = ""
+    """``IP:PORT`` of shoal's DNS server as seen from this node; pods' resolv.conf names the
+    DNS service address (10.96.0.10), which the nft table forwards here. "" leaves pods with
+    the host's resolv.conf."""
+
+    cluster_domain: str = "cluster.local"
 
     @property
     def resolved_image_dir(self) -> Path:

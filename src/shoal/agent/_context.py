@@ -11,6 +11,7 @@ import httpx
 from shoal._util import Clock
 from shoal.agent._config import AgentConfig
 from shoal.agent._images import ImagePuller
+from shoal.agent._network import NodeNetwork
 from shoal.agent._reporter import StatusReporter
 from shoal.agent._status import UNKNOWN_EXIT_CODE, Termination
 from shoal.agent._volumes import PodVolumes
@@ -43,6 +44,9 @@ class WorkerContext:
     ``image``, as the process driver does, and nothing is pulled)."""
     volumes: PodVolumes | None = None
     """Sets up and removes pod volumes (None: volumes are not prepared, for tests)."""
+    network: NodeNetwork | None = None
+    """The node's data plane when pods get their own network namespaces (None: host
+    networking)."""
 
 
 def termination_of(st: RuntimeStatus, runtime: str = "process") -> Termination:

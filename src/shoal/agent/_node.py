@@ -9,6 +9,7 @@ down. A Node deleted by someone is simply created again on the next heartbeat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import platform
 import socket
@@ -20,9 +21,11 @@ from shoal import __version__
 from shoal._util import Backoff, Clock, format_time
 from shoal.agent._config import AgentConfig
 from shoal.api import (
+    NETWORK_LABEL,
     Condition,
     Node,
     NodeAddress,
+    NodeLink,
     NodeStatus,
     NodeSystemInfo,
     ObjectMeta,
@@ -105,14 +108,16 @@ def runtime_version(fingerprint: Fingerprint) -> str:
 
 
 def node_labels(
-    config: AgentConfig, facts: HostFacts, runtime: str | None = None
+    config: AgentConfig, facts: HostFacts, runtime: str | None = None, network: str = "host"
 ) -> dict[str, str]:
-    """``runtime``: the driver actually in use (default: the configured one)."""
+    """``runtime``: the driver actually in use (default: the configured one); ``network``:
+    the pod networking in use (bridge or host)."""
     labels = {
         "kubernetes.io/hostname": config.node_name,
         "kubernetes.io/os": facts.os,
         "kubernetes.io/arch": facts.arch,
         "shoal.dev/runtime": runtime or config.runtime,
+        NETWORK_LABEL: network,
     }
     labels.update(config.labels)
     return labels
@@ -126,6 +131,7 @@ def apply_node_status(
     facts: HostFacts,
     http_port: int,
     now: float,
+    links: list[NodeLink] | None = None,
 ) -> NodeStatus:
     """``current`` with everything the agent owns set: capacity, addresses, info, endpoint,
     and Ready=True with a fresh heartbeat. Conditions written by others are kept."""
@@ -152,6 +158,7 @@ def apply_node_status(
         kubelet_version=f"shoal-{__version__}",
     )
     status.daemon_endpoints.kubelet_endpoint.port = http_port
+    status.links = list(links or [])
     stamp = format_time(now)
     set_condition(
         status.conditions,
@@ -178,6 +185,7 @@ class NodeKeeper:
         http_port: int,
         clock: Clock,
         facts: HostFacts | None = None,
+        network: str = "host",
     ) -> None:
         self.client = client
         self.config = config
@@ -187,6 +195,16 @@ class NodeKeeper:
         self.facts = facts or HostFacts.detect()
         self.node: Node | None = None
         self.heartbeats = 0
+        self.network = network
+        self.links: list[NodeLink] = []
+        """The node's live links, published with every heartbeat."""
+        self._soon = asyncio.Event()
+
+    def publish_links(self, links: list[NodeLink]) -> None:
+        """New live links: heartbeat now rather than at the next interval, so neighbours
+        reroute within a second."""
+        self.links = list(links)
+        self._soon.set()
 
     def _status(self, current: NodeStatus) -> NodeStatus:
         return apply_node_status(
@@ -196,13 +214,14 @@ class NodeKeeper:
             facts=self.facts,
             http_port=self.http_port,
             now=self.clock.now(),
+            links=self.links,
         )
 
     async def register(self) -> Node:
         """Create or update our Node, retrying until the server takes it."""
         backoff = Backoff(0.2, 5.0, jitter=0.2)
         name = self.config.node_name
-        labels = node_labels(self.config, self.facts, self.fingerprint.driver)
+        labels = node_labels(self.config, self.facts, self.fingerprint.driver, self.network)
         while True:
             try:
                 try:
@@ -268,4 +287,6 @@ class NodeKeeper:
                 await asyncio.sleep(self.config.heartbeat_interval)
                 continue
             backoff.reset()
-            await asyncio.sleep(self.config.heartbeat_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._soon.wait(), self.config.heartbeat_interval)
+            self._soon.clear()

@@ -14,12 +14,19 @@ import asyncio
 import contextlib
 import logging
 import os
+from pathlib import Path
 
 from shoal._util import Backoff, format_time
 from shoal.agent._context import WorkerContext, termination_of
 from shoal.agent._images import ImageGate, Waiting
+from shoal.agent._network import PodNetGate
 from shoal.agent._probes import ProbeOutcome, Prober, ProbeTarget, probe_loop, run_check
-from shoal.agent._spec import container_config, non_root_violation, probe_env
+from shoal.agent._spec import (
+    container_config,
+    non_root_violation,
+    probe_env,
+    with_pod_network,
+)
 from shoal.agent._status import (
     UNKNOWN_EXIT_CODE,
     ContainerRecord,
@@ -45,9 +52,11 @@ from shoal.errors import (
     APIStatusError,
     ConflictError,
     DriverError,
+    NetworkError,
     NotFoundError,
     ServerUnreachableError,
 )
+from shoal.runtime import ContainerConfig
 from shoal.runtime import ContainerStatus as RuntimeStatus
 
 log = logging.getLogger("shoal.agent.pod")
@@ -81,6 +90,7 @@ class PodWorker:
         self._volumes: VolumeSetup | None = None
         self._volume_backoff = Backoff(0.5, 120.0)
         self._volume_retry_at = 0.0
+        self._net = PodNetGate(ctx.network, self.uid) if ctx.network is not None else None
         self._seed(recovered)
 
     # --- inputs ------------------------------------------------------------------------------
@@ -184,6 +194,8 @@ class PodWorker:
                     wait = min(wait, deadline - now)
             if self._volumes is not None and not self._volumes.ok:
                 wait = min(wait, self._volume_retry_at - now)
+            if self._net is not None and self._net.waiting is not None:
+                wait = min(wait, 0.25)  # the Network's node subnet may land any moment
         return max(wait, 0.01)
 
     async def _sync(self) -> None:
@@ -210,7 +222,7 @@ class PodWorker:
                 )
                 self._liveness_killed.add(name)
                 await self._stop_one(rec, self._grace(), final=False)
-        if self._terminal is None and self._volumes_ready():
+        if self._terminal is None and self._volumes_ready() and await self._network_ready():
             for spec in self.pod.spec.containers:
                 await self._reconcile(self.records[spec.name], spec)
         elif any(rec.running for rec in self.records.values()):
@@ -294,6 +306,11 @@ class PodWorker:
             self._volume_retry_at = self.ctx.clock.monotonic() + self._volume_backoff.next()
         return self._volumes.ok
 
+    async def _network_ready(self) -> bool:
+        if self._net is None or self.pod.spec.host_network:
+            return True
+        return await self._net.ready(self.pod, self.ctx.emit)
+
     def _image_gate(self, spec: Container) -> ImageGate | None:
         if self.ctx.images is None or not spec.image:
             return None
@@ -346,7 +363,7 @@ class PodWorker:
         count = rec.restart_count + (1 if rec.restart_pending else 0)
         attempt = count if rec.attempt is None else max(count, rec.attempt + 1)
         try:
-            st = await self.ctx.driver.start(container_config(self.pod, spec, attempt, paths))
+            st = await self.ctx.driver.start(self._config(spec, attempt, paths))
         except DriverError as exc:
             self._start_failed(rec, "RunContainerError", str(exc))
             return
@@ -363,6 +380,13 @@ class PodWorker:
         self._start_probes(rec, spec, adopted=False)
         self.ctx.emit(self.pod, "Started", f"Started container {spec.name}", "Normal")
 
+    def _config(self, spec: Container, attempt: int, paths: dict[str, Path]) -> ContainerConfig:
+        config = container_config(self.pod, spec, attempt, paths)
+        net = self.ctx.network
+        if net is None or self.pod.spec.host_network:
+            return config
+        return with_pod_network(config, net.netns_path(self.uid), self.ctx.config)
+
     # --- probes ------------------------------------------------------------------------------
 
     def _start_probes(self, rec: ContainerRecord, spec: Container, *, adopted: bool) -> None:
@@ -375,6 +399,7 @@ class PodWorker:
             host_ports=dict(rec.host_ports),
             env=probe_env(self.pod, spec, rec.host_ports),
             working_dir=spec.working_dir or "",
+            pod_ip=self._net.pod_ips[0] if self._net is not None and self._net.pod_ips else "",
         )
         tasks: list[asyncio.Task[None]] = []
         if spec.readiness_probe is None:
@@ -509,6 +534,11 @@ class PodWorker:
                 with contextlib.suppress(DriverError):
                     await self.ctx.driver.remove(rec.container_id)
         if not any(r.running for r in self.records.values()):
+            if self.ctx.network is not None:
+                try:
+                    await self.ctx.network.detach(self.uid)
+                except NetworkError as exc:
+                    log.warning("removing the network of pod %s: %s", self.display, exc)
             with contextlib.suppress(DriverError, OSError):
                 self.ctx.remove_logs(self.uid)
             if self.ctx.volumes is not None:
@@ -540,6 +570,7 @@ class PodWorker:
             start_time=self._start_time,
             now=self.ctx.clock.now(),
             terminal_phase=self._terminal,
+            pod_ips=self._net.pod_ips if self._net is not None else None,
         )
 
     # --- logs --------------------------------------------------------------------------------

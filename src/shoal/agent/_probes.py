@@ -87,6 +87,9 @@ class ProbeTarget:
     host_ports: dict[int, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str = ""
+    pod_ip: str = ""
+    """The pod's own address when it has its own network namespace: probes connect there
+    (as the kubelet probes the pod IP); "" means the host (127.0.0.1)."""
 
 
 async def run_check(probe: Probe, target: ProbeTarget, http: httpx.AsyncClient) -> ProbeOutcome:
@@ -99,7 +102,7 @@ async def run_check(probe: Probe, target: ProbeTarget, http: httpx.AsyncClient) 
         port = resolve_port(target.container, action.port, target.host_ports)
         if port is None:
             return ProbeOutcome(False, f'unknown port name "{action.port}"')
-        host = action.host or "127.0.0.1"
+        host = action.host or target.pod_ip or "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
         path = action.path if action.path.startswith("/") else "/" + action.path
         url = f"{action.scheme.lower()}://{host}:{port}{path}"
@@ -121,7 +124,7 @@ async def run_check(probe: Probe, target: ProbeTarget, http: httpx.AsyncClient) 
         port = resolve_port(target.container, action2.port, target.host_ports)
         if port is None:
             return ProbeOutcome(False, f'unknown port name "{action2.port}"')
-        host = action2.host or "127.0.0.1"
+        host = action2.host or target.pod_ip or "127.0.0.1"
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         except TimeoutError:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shoal.agent._config import RUNTIMES, AgentConfig
+from shoal.agent._config import NETWORK_MODES, RUNTIMES, AgentConfig
 from shoal.agent._images import ImagePuller
+from shoal.agent._network import bridge_unavailable_reason
 from shoal.errors import ConfigError
 from shoal.runtime import Driver, ProcessDriver
 from shoal.runtime.images import ImageService
@@ -32,6 +33,25 @@ class Runtime:
     images: ImagePuller | None = None
     image_service: ImageService | None = None
     """The same object as ``images`` when the agent built it (and so must close it)."""
+
+
+def network_mode(config: AgentConfig, driver: str) -> str:
+    """The pod networking to use: "bridge" or "host". ``auto`` is bridge for runc pods where
+    the data plane can run (root, the CNI plugins, nft), host otherwise. Raises ConfigError
+    for bridge asked where it cannot work, saying why."""
+    if config.network not in NETWORK_MODES:
+        known = ", ".join(f'"{m}"' for m in NETWORK_MODES)
+        raise ConfigError(f'unknown network mode "{config.network}": choose {known}')
+    if config.network == "host":
+        return "host"
+    why = bridge_unavailable_reason()
+    if driver != "runc":
+        why = f'it needs the runc runtime (this agent runs "{driver}")'
+    if why is None:
+        return "bridge"
+    if config.network == "bridge":
+        raise ConfigError(f'network "bridge" cannot run here: {why}')
+    return "host"
 
 
 def build_runtime(config: AgentConfig) -> Runtime:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
+from shoal.agent._config import AgentConfig
 from shoal.agent._status import pod_display_name
 from shoal.api import Container, Pod, cpu_millis, memory_bytes
+from shoal.network._ipam import dns_vip
 from shoal.runtime import ContainerConfig, Mount, PortRequest, SecurityConfig
 
 
@@ -116,6 +119,24 @@ def container_config(
         hostname=pod.spec.hostname or pod.metadata.name,
         mounts=volume_mounts(container, volume_paths or {}),
         security=merged_security(pod, container),
+    )
+
+
+def with_pod_network(
+    config: ContainerConfig, netns_path: str, agent: AgentConfig
+) -> ContainerConfig:
+    """``config`` joined to the pod's network namespace, with a resolv.conf that names
+    shoal's DNS at the service address and searches the pod's namespace first (as the
+    kubelet writes it: ``NAME`` resolves to ``NAME.NAMESPACE.svc.cluster.local``)."""
+    if not agent.dns_target:
+        return replace(config, network_namespace=netns_path)
+    domain = agent.cluster_domain
+    return replace(
+        config,
+        network_namespace=netns_path,
+        dns_nameservers=[dns_vip()],
+        dns_searches=[f"{config.namespace}.svc.{domain}", f"svc.{domain}", domain],
+        dns_options=["ndots:5"],
     )
 
 

@@ -22,6 +22,7 @@ from shoal.api import (
     ContainerStateTerminated,
     ContainerStateWaiting,
     ContainerStatus,
+    PodIP,
     PodPhase,
     PodStatus,
     get_condition,
@@ -271,6 +272,7 @@ def build_pod_status(
     start_time: str,
     now: float,
     terminal_phase: PodPhase | None = None,
+    pod_ips: list[str] | None = None,
 ) -> PodStatus:
     """The whole pod status to report.
 
@@ -306,7 +308,8 @@ def build_pod_status(
         phase=phase,
         conditions=conditions,
         container_statuses=statuses,
-        pod_ip=address,
+        pod_ip=pod_ips[0] if pod_ips else address,
+        pod_ips=[PodIP(ip=ip) for ip in pod_ips or []],
         host_ip=address,
         start_time=start_time,
     )

@@ -35,6 +35,9 @@ NETWORK_LABEL = "shoal.dev/network"
 addresses) or ``host`` (pods share the node's network, as with the process driver)."""
 WEIGHT_ANNOTATION = "shoal.dev/weight"
 """Pod annotation: the pod's weight behind a Service using weighted balancing (default 1)."""
+WEIGHTS_ANNOTATION = "shoal.dev/weights"
+"""On Endpoints (written by the endpoints controller): JSON ``{"10.244.0.5": 3}``, the weight
+of each selected pod that sets one; the others weigh 1."""
 BALANCE_ANNOTATION = "shoal.dev/load-balancing"
 """Service annotation: ``round-robin`` (default), ``random`` or ``weighted``."""
 BALANCE_MODES = ("round-robin", "random", "weighted")

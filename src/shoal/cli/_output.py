@@ -26,6 +26,7 @@ from shoal.api import (
     KindInfo,
     LabelSelector,
     Namespace,
+    Network,
     Node,
     Pod,
     PodTemplateSpec,
@@ -268,7 +269,8 @@ def _pod(p: Pod, now: float) -> list[str]:
         pod_status(p),
         pod_restarts(p, now),
         age(p.metadata.creation_timestamp, now),
-        p.status.pod_ip or NONE,
+        # Every network's address (a pod on two networks has two), the primary first.
+        ",".join(ip.ip for ip in p.status.pod_ips) or p.status.pod_ip or NONE,
         p.spec.node_name or NONE,
         p.status.nominated_node_name or NONE,
     ]
@@ -332,6 +334,12 @@ def _event(e: Event, now: float) -> list[str]:
     return [age(event_time(e), now), e.type, e.reason, event_object(e), e.message]
 
 
+def _network(n: Network, now: float) -> list[str]:
+    shares = ",".join(f"{s.node_name}={s.subnet}" for s in n.status.node_subnets)
+    return [n.spec.subnet or NONE, "true" if n.spec.internal else "false",
+            age(n.metadata.creation_timestamp, now), shares or NONE]  # fmt: skip
+
+
 def _generic(o: Resource, now: float) -> list[str]:
     return [age(o.metadata.creation_timestamp, now)]
 
@@ -348,6 +356,7 @@ COLUMNS: dict[str, Columns] = {
                     ("INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION",
                      "CONTAINER-RUNTIME"), _node),
     "Namespace": Columns(("STATUS", "AGE"), (), _namespace),
+    "Network": Columns(("SUBNET", "INTERNAL", "AGE"), ("NODE SUBNETS",), _network),
     "Event": Columns(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), (), _event,
                      name_column=False),
 }  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import shutil
@@ -30,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal.agent import Agent, AgentConfig, default_runtime
+from shoal.api import NodeLink
 from shoal.apiserver import DEFAULT_PORT, serve_data_dir
 from shoal.client import Client, server_url
 from shoal.controllers import ControllerManager
@@ -211,6 +213,30 @@ def _stop_child(child: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
             child.wait()
 
 
+NETWORK_HELP = (
+    "Pod networking: bridge (own network namespaces, service IPs, routing; needs root and "
+    "runc), host (pods share the node's network), or auto."
+)
+PREFIX_HELP = "Prefix of the bridges, network namespaces and nft table this node creates."
+
+
+def _parse_link(text: str) -> NodeLink:
+    """``PEER=ADDRESS[@COST]`` -> a NodeLink; a bad one exits with a message naming it."""
+    peer, sep, rest = text.partition("=")
+    address, _, cost = rest.partition("@")
+    try:
+        ipaddress.ip_address(address)
+        value = int(cost) if cost else 1
+        if not peer or not sep or value < 1:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: expected PEER=ADDRESS[@COST], e.g. node2=192.168.12.2@1",
+            param_hint="--link",
+        ) from None
+    return NodeLink(peer=peer, address=address, cost=value)
+
+
 def register(app: typer.Typer) -> None:
     """Add up/server/agent to the CLI app."""
 
@@ -251,6 +277,8 @@ def register(app: typer.Typer) -> None:
         enable_script_checks: bool = typer.Option(
             False, "--enable-script-checks", help="Allow script (Args) health checks."
         ),
+        network: str = typer.Option("auto", "--network", help=NETWORK_HELP),
+        network_prefix: str = typer.Option("shoal", "--network-prefix", help=PREFIX_HELP),
         verbose: bool = typer.Option(False, "-v", "--verbose"),
     ) -> None:
         """Run everything: API server, registry (Consul API, DNS), scheduler, controllers and
@@ -274,7 +302,10 @@ def register(app: typer.Typer) -> None:
                                                   heartbeat_interval=heartbeat_interval,
                                                   runtime=chosen, image_dir=ddir / "images",
                                                   cgroup_parent=f"/shoal/{node}",
-                                                  stop_pods_on_exit=True))  # fmt: skip
+                                                  stop_pods_on_exit=True, network=network,
+                                                  network_prefix=network_prefix,
+                                                  dns_target=f"127.0.0.1:{dns_port}"
+                                                  if dns_port > 0 else ""))  # fmt: skip
                 components: dict[str, Awaitable[None]] = {
                     "scheduler": Scheduler(client).run(),
                     "controllers": ControllerManager(
@@ -365,6 +396,17 @@ def register(app: typer.Typer) -> None:
         ),
         heartbeat_interval: float = typer.Option(2.0, help="Seconds between heartbeats."),
         runtime: Runtime = typer.Option(Runtime.auto, "--runtime", help=RUNTIME_HELP),
+        network: str = typer.Option("auto", "--network", help=NETWORK_HELP),
+        network_prefix: str = typer.Option("shoal", "--network-prefix", help=PREFIX_HELP),
+        node_netns: str = typer.Option(
+            "", "--node-netns", help="A named network namespace that is this node's network."
+        ),
+        links: list[str] = typer.Option(
+            [], "--link", help="A link to a neighbour node for routing: PEER=ADDRESS[@COST]."
+        ),
+        dns_target: str = typer.Option(
+            "", "--dns-target", help="IP:PORT of shoal's DNS as seen from this node."
+        ),
         verbose: bool = typer.Option(False, "-v", "--verbose"),
     ) -> None:
         """Run a node agent that registers this machine and runs the pods bound to it."""
@@ -376,12 +418,16 @@ def register(app: typer.Typer) -> None:
         # the --data-dir given here).
         images = (data_dir.resolve() if data_dir else default_data_dir()) / "images"
         console.print(f"runtime: {chosen}")
+        parsed_links = tuple(_parse_link(text) for text in links)
 
         async def main(stop: asyncio.Event) -> None:
             async with Client(server_url(server)) as client:
                 cfg = AgentConfig(node_name=node, data_dir=ddir, address=address, http_port=port,
                                   heartbeat_interval=heartbeat_interval, runtime=chosen,
-                                  image_dir=images, cgroup_parent=f"/shoal/{node}")  # fmt: skip
+                                  image_dir=images, cgroup_parent=f"/shoal/{node}",
+                                  network=network, network_prefix=network_prefix,
+                                  node_netns=node_netns, links=parsed_links,
+                                  dns_target=dns_target)  # fmt: skip
                 await _supervise({"agent": Agent(client, cfg).run()}, stop)
 
         run_async(main)

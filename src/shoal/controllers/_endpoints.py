@@ -12,12 +12,15 @@ of one Service may listen on different ports. Subsets are therefore packed as Ku
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from shoal._util import Clock
 from shoal.api import (
+    WEIGHT_ANNOTATION,
+    WEIGHTS_ANNOTATION,
     EndpointAddress,
     EndpointPort,
     Endpoints,
@@ -163,6 +166,23 @@ def repack_subsets(entries: Iterable[PodEndpoint]) -> list[EndpointSubset]:
     return sorted(subsets, key=order)
 
 
+def endpoint_weights(service: Service, pods: Sequence[Pod]) -> str:
+    """The weights annotation for ``service``'s Endpoints ("" when no pod sets a weight)."""
+    selector = Selector.from_labels(service.spec.selector)
+    weights: dict[str, int] = {}
+    for pod in pods:
+        raw = pod.metadata.annotations.get(WEIGHT_ANNOTATION)
+        if raw is None or not pod.status.pod_ip or not selector.matches(pod.metadata.labels):
+            continue
+        try:
+            weight = int(raw)
+        except ValueError:
+            continue  # the API server does not check annotations; a bad one weighs 1
+        if weight >= 1 and weight != 1:
+            weights[pod.status.pod_ip] = weight
+    return json.dumps(weights, sort_keys=True) if weights else ""
+
+
 def build_subsets(service: Service, pods: Sequence[Pod]) -> list[EndpointSubset]:
     """The subsets ``service``'s Endpoints should hold, given the pods of its namespace."""
     selector = Selector.from_labels(service.spec.selector)
@@ -234,13 +254,17 @@ class EndpointsController(Controller):
         pods = self.informers.in_namespace(self.pod_informer, svc.namespace)
         subsets = build_subsets(svc, pods)
         labels = dict(svc.metadata.labels)
+        annotations = {MANAGED_BY: self.name}
+        weights = endpoint_weights(svc, pods)
+        if weights:
+            annotations[WEIGHTS_ANNOTATION] = weights
         if current is None:
             ep = Endpoints(
                 metadata=ObjectMeta(
                     name=svc.name,
                     namespace=svc.namespace,
                     labels=labels,
-                    annotations={MANAGED_BY: self.name},
+                    annotations=annotations,
                 ),
                 subsets=subsets,
             )
@@ -250,14 +274,17 @@ class EndpointsController(Controller):
                 # Our cache has not seen it yet; its ADDED event re-queues this key.
                 return
             return
+        theirs = current.metadata.annotations
         if (
             current.metadata.labels == labels
-            and current.metadata.annotations.get(MANAGED_BY) == self.name
+            and theirs.get(MANAGED_BY) == self.name
+            and theirs.get(WEIGHTS_ANNOTATION) == annotations.get(WEIGHTS_ANNOTATION)
             and [s.to_dict() for s in current.subsets] == [s.to_dict() for s in subsets]
         ):
             return
         updated = current.model_copy(deep=True)
         updated.metadata.labels = labels
-        updated.metadata.annotations[MANAGED_BY] = self.name
+        updated.metadata.annotations.pop(WEIGHTS_ANNOTATION, None)
+        updated.metadata.annotations.update(annotations)
         updated.subsets = subsets
         await self.client.endpoints.update(updated)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shoal.errors import NetworkError
-from shoal.network._exec import arun
+from shoal.network._exec import arun_completed
 
 __all__ = [
     "CNI_VERSION",
@@ -297,16 +297,22 @@ class CniRunner:
         plugin = str(conf["type"])
         network = str(conflist["name"])
         binary = os.path.join(self.cni_path, plugin)
-        # check=False: a failing plugin explains itself on stdout (the spec's error object),
-        # which a raised error would lose. An ADD must print a result; DEL prints nothing.
-        out = await arun(
+        # A failing plugin explains itself on stdout (the spec's error object), else on
+        # stderr (a crash). An ADD must print a result; DEL prints nothing.
+        done = await arun_completed(
             [binary],
             netns=self.node_netns,
             input=json.dumps(conf),
             env=plugin_env(command, target, self.cni_path, self._path),
-            check=False,
         )
-        return parse_result(out, plugin=plugin, command=command, network=network, target=target)
+        if done.returncode != 0:
+            raise plugin_error(
+                plugin=plugin, command=command, network=network, target=target,
+                stdout=done.stdout.strip() or done.stderr.strip() or f"exit status {done.returncode}",
+            )  # fmt: skip
+        return parse_result(
+            done.stdout, plugin=plugin, command=command, network=network, target=target
+        )
 
     async def add(self, conflist: Mapping[str, Any], target: Target) -> JSON:
         """ADD the whole chain; returns the final result. On failure raises the plugin's

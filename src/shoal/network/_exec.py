@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from shoal.errors import NetworkError
 
@@ -58,6 +59,15 @@ def run(
     return proc.stdout
 
 
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """A finished command: exit status and both outputs."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 async def arun(
     argv: Sequence[str],
     *,
@@ -67,6 +77,21 @@ async def arun(
     check: bool = True,
 ) -> str:
     """:func:`run` without blocking the event loop."""
+    done = await arun_completed(argv, netns=netns, input=input, env=env)
+    if check and done.returncode != 0:
+        raise _failure(argv, netns, done.returncode, done.stderr)
+    return done.stdout
+
+
+async def arun_completed(
+    argv: Sequence[str],
+    *,
+    netns: str | None = None,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Completed:
+    """Run a command and return its exit status and outputs, whatever the status (for
+    tools that explain a failure on stdout, as CNI plugins do)."""
     full = in_netns(argv, netns)
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -80,6 +105,4 @@ async def arun(
         raise NetworkError(f"{full[0]}: not installed ({exc})") from None
     out, err = await proc.communicate(input.encode() if input is not None else None)
     code = proc.returncode if proc.returncode is not None else -1
-    if check and code != 0:
-        raise _failure(argv, netns, code, err.decode(errors="replace"))
-    return out.decode(errors="replace")
+    return Completed(code, out.decode(errors="replace"), err.decode(errors="replace"))

@@ -505,14 +505,24 @@ class PodNetworker:
         return found
 
     async def _peers_in_node(self, netns: str) -> bool:
-        """Whether a veth in ``netns`` is paired with a port of one of this node's bridges:
-        the two ends name each other's ifindex (``link_index``), checked both ways."""
+        """Whether a veth in ``netns`` is paired with a port of one of this node's bridges.
+        Interface indexes are per namespace (every node has an ifindex 3), so the peer's
+        namespace must be this node's (``link_netnsid`` resolved through ``netns list-id``)
+        and the two ends must name each other's ifindex."""
         veth = ["ip", "-j", "link", "show", "type", "veth"]
         pod = json.loads(await arun(veth, netns=netns, check=False) or "[]")
+        ids = json.loads(
+            await arun(["ip", "-j", "netns", "list-id"], netns=netns, check=False) or "[]"
+        )
+        names = {i.get("nsid"): i.get("name") for i in ids}
         node = json.loads(await arun(veth, netns=self.node_netns, check=False) or "[]")
         bridges = set(await self._bridges())
         ours = {(n.get("ifindex"), n.get("link_index")) for n in node if n.get("master") in bridges}
-        return any((p.get("link_index"), p.get("ifindex")) in ours for p in pod)
+        return any(
+            names.get(p.get("link_netnsid")) == self.node_netns
+            and (p.get("link_index"), p.get("ifindex")) in ours
+            for p in pod
+        )
 
     async def _delete_orphan(self, netns: str) -> None:
         """Delete a namespace without its CNI state: its veths first, since the kernel

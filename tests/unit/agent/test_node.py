@@ -22,8 +22,10 @@ def test_labels() -> None:
         "kubernetes.io/os": "custom",  # the operator's labels win
         "kubernetes.io/arch": "amd64",
         "shoal.dev/runtime": "process",
+        "shoal.dev/network": "host",
         "zone": "a",
     }
+    assert node_labels(CFG, FACTS, "runc", "bridge")["shoal.dev/network"] == "bridge"
 
 
 def test_status_advertises_capacity_addresses_endpoint_and_ready() -> None:
