@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 
 from shoal.agent._config import AgentConfig
@@ -34,7 +35,7 @@ from shoal.api import (
 )
 from shoal.client import Client, Informer
 from shoal.errors import NetworkError
-from shoal.network._ipam import dns_vip, gateway
+from shoal.network._ipam import SERVICE_CIDR, dns_vip, gateway
 from shoal.network._linkwatch import RouteKeeper
 from shoal.network._nft import NftTable
 from shoal.network._nftrules import DNSRule, RuleSet
@@ -101,6 +102,10 @@ def plan_interfaces(
                 default_route=default,
             )
         )
+    if out and not have_default:
+        # Only internal networks: no default route, but Services (and the DNS address) stay
+        # reachable through the first network's gateway; the nft rules decide the rest.
+        out[0] = replace(out[0], extra_routes=(SERVICE_CIDR,))
     return out
 
 

@@ -83,6 +83,9 @@ class Interface:
     gateway: str
     network_cidr: str
     default_route: bool = False
+    extra_routes: tuple[str, ...] = ()
+    """More destinations routed via the gateway: the service range, for a pod without a
+    default route (on internal networks only), so it still reaches Services and DNS."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +216,7 @@ def plan_chains(
         routes = [str(ipaddress.ip_network(i.network_cidr, strict=False))]
         if i.default_route:
             routes.append("0.0.0.0/0")
+        routes += [str(ipaddress.ip_network(r, strict=False)) for r in i.extra_routes]
         bw = None
         if bandwidth is not None and i.ifname == shaped:
             bw = bandwidth_plugin(bandwidth.ingress_bps, bandwidth.egress_bps)
@@ -273,7 +277,10 @@ def _state_from_json(text: str) -> _State:
     return _State(
         pod_uid=data["podUid"],
         netns=data["netns"],
-        interfaces=tuple(Interface(**i) for i in data["interfaces"]),
+        interfaces=tuple(
+            Interface(**{**i, "extra_routes": tuple(i.get("extra_routes") or ())})
+            for i in data["interfaces"]
+        ),
         bandwidth=Bandwidth(**bw) if bw else None,
         chains=chains,
         results={c["ifname"]: c["result"] for c in data["chains"] if c.get("result")},

@@ -46,6 +46,12 @@ def test_interfaces_in_order_with_one_default_route() -> None:
     ]  # fmt: skip
 
 
+def test_internal_only_pod_still_routes_the_service_range() -> None:
+    got = plan_interfaces(pod(["vault"], {"vault": "172.17.0.5/24"}), "n1", NETS.get, str)
+    assert not isinstance(got, str)
+    assert not got[0].default_route and got[0].extra_routes == ("10.96.0.0/16",)
+
+
 def test_waits_for_addresses_subnets_and_networks() -> None:
     assert "address" in str(plan_interfaces(pod([], None), "n1", NETS.get, str))
     assert "subnet" in str(

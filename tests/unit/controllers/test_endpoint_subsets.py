@@ -130,3 +130,18 @@ def test_output_is_canonical() -> None:
     two = build_subsets(svc, list(reversed(pods)))  # type: ignore[arg-type]
     assert [s.to_dict() for s in one] == [s.to_dict() for s in two]
     assert repack_subsets([]) == []
+
+
+def test_endpoint_weights_from_pod_annotations() -> None:
+    from shoal.controllers._endpoints import endpoint_weights
+
+    heavy = http_pod("a", "10.244.0.2")
+    heavy.metadata.annotations["shoal.dev/weight"] = "3"  # type: ignore[attr-defined]
+    plain = http_pod("b", "10.244.0.3")
+    odd = http_pod("c", "10.244.0.4")
+    odd.metadata.annotations["shoal.dev/weight"] = "lots"  # type: ignore[attr-defined]
+    other = make_pod("d", labels={"app": "other"}, ip="10.244.0.5")
+    other.metadata.annotations["shoal.dev/weight"] = "9"
+    got = endpoint_weights(service(ServicePort(port=80)), [heavy, plain, odd, other])  # type: ignore[list-item]
+    assert got == '{"10.244.0.2": 3}'
+    assert endpoint_weights(service(ServicePort(port=80)), [plain]) == ""  # type: ignore[list-item]
