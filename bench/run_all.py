@@ -1,7 +1,7 @@
 """Run every benchmark and print its figures: .venv/bin/python bench/run_all.py
 
 The runc, image and DNS benchmarks need root (and runc, umoci, skopeo, docker-registry,
-busybox-static, dnsperf, dnsmasq: `make system`); without root they are skipped with a note."""
+busybox-static, dnsperf, dnsmasq, CNI plugins, nftables, wrk: `make system`); without root they are skipped with a note."""
 
 import os
 import subprocess
@@ -19,6 +19,9 @@ RUNS = [
     (["image_pull_bench.py"], True),
     (["dns_bench.py"], True),
     (["registry_bench.py"], False),
+    (["route_bench.py"], False),
+    (["nft_bench.py"], True),
+    (["clusterip_bench.py"], True),
 ]
 
 for args, needs_root in RUNS:
