@@ -69,9 +69,9 @@ def pod(name: str, *, labels: dict[str, str] | None = None, networks: list[str] 
             "metadata": {"name": name, "labels": labels or {"app": name}}, "spec": spec}  # fmt: skip
 
 
-def service(name: str, **spec: Any) -> dict[str, Any]:
+def service(name: str, app: str = "echo", **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-            "spec": {"selector": {"app": "echo"},
+            "spec": {"selector": {"app": app},
                      "ports": [{"name": "http", "port": 80, "targetPort": "http"}], **spec}}  # fmt: skip
 
 
@@ -112,7 +112,7 @@ def test_networks_services_dns_and_cleanup(runc_cluster: Cluster) -> None:
              pod("safe", networks=["vault"]), pod("safe2", networks=["vault"]),
              pod("hp", host_port=18080)]  # fmt: skip
     objs += [service("echo"), service("sticky", sessionAffinity="ClientIP"),
-             service("echo-np", type="NodePort")]  # fmt: skip
+             service("echo-np", type="NodePort"), service("duo", app="both")]  # fmt: skip
     c.cli("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in objs))
     names = ["echo-0", "echo-1", "echo-2", "client", "web", "web2", "api", "both", "safe",
              "safe2", "hp"]  # fmt: skip
@@ -138,6 +138,13 @@ def test_networks_services_dns_and_cleanup(runc_cluster: Cluster) -> None:
     assert fetch(c, "safe", f"http://{ips(c, 'safe2')[0]}:8080/") == ["safe2"]
     assert fetch(c, "safe", f"http://{echo0}:8080/")[0].startswith("ERR")
     assert fetch(c, "client", f"http://{ips(c, 'safe')[0]}:8080/")[0].startswith("ERR")
+
+    # A Service of a pod on two networks is reached from either, at the pod's address on the
+    # network the client shares with it (as a Compose service on two networks).
+    duo = c.get_json("/api/v1/namespaces/default/services/duo")["spec"]["clusterIP"]
+    assert fetch(c, "web", f"http://{duo}/") == ["both"]
+    assert fetch(c, "api", f"http://{duo}/") == ["both"]
+    assert fetch(c, "client", f"http://{duo}/")[0].startswith("ERR")  # shares no network
 
     # ClusterIP: round robin over the 3 Ready endpoints, exactly.
     vip = c.get_json("/api/v1/namespaces/default/services/echo")["spec"]["clusterIP"]

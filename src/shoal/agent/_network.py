@@ -189,10 +189,12 @@ class NodeNetwork:
     async def start(self) -> None:
         self._attached = {a.pod_uid for a in self.podnet.recover()}
         await enable_forwarding(self.netns)
+        # Rules depend on Networks, Services, Endpoints and this node's pods (host ports);
+        # Node heartbeats only move routes.
+        for rules_input in (self.networks, self.services, self.endpoints, self.own_pods):
+            rules_input.add_handler(self._changed)
         for informer in (self.networks, self.services, self.endpoints, self.nodes):
-            informer.add_handler(self._changed)
             await informer.start()
-        self.own_pods.add_handler(self._changed)
         for informer in (self.networks, self.services, self.endpoints, self.nodes):
             await informer.wait_synced()
         self.nodes.add_handler(lambda *_: self.routes.poke())
@@ -262,7 +264,11 @@ class NodeNetwork:
         dns = DNSRule(dns_vip(), target_ip, int(port)) if self.config.dns_target else None
         return RuleSet(
             table=self.table.table,
-            services=service_rules(self.services.list(), eps),
+            services=service_rules(
+                self.services.list(),
+                eps,
+                {n.name: n.spec.subnet for n in networks if n.spec.subnet},
+            ),
             host_ports=host_ports(self.own_pods.list()),
             networks=network_rules(networks, self.podnet.bridge_name),
             dns=dns,

@@ -38,6 +38,10 @@ WEIGHT_ANNOTATION = "shoal.dev/weight"
 WEIGHTS_ANNOTATION = "shoal.dev/weights"
 """On Endpoints (written by the endpoints controller): JSON ``{"10.244.0.5": 3}``, the weight
 of each selected pod that sets one; the others weigh 1."""
+ENDPOINT_ADDRESSES_ANNOTATION = "networking.shoal.dev/endpoint-addresses"
+"""On Endpoints (written by the endpoints controller): JSON ``{"10.244.0.5": {"back":
+"172.17.0.3"}}``, the other-network addresses of each selected pod on several networks, so
+a client is sent to the pod on the network the two share."""
 BALANCE_ANNOTATION = "shoal.dev/load-balancing"
 """Service annotation: ``round-robin`` (default), ``random`` or ``weighted``."""
 BALANCE_MODES = ("round-robin", "random", "weighted")

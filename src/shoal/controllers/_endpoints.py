@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from shoal._util import Clock
 from shoal.api import (
+    ADDRESSES_ANNOTATION,
+    ENDPOINT_ADDRESSES_ANNOTATION,
     WEIGHT_ANNOTATION,
     WEIGHTS_ANNOTATION,
     EndpointAddress,
@@ -31,6 +33,8 @@ from shoal.api import (
     Selector,
     Service,
     ServicePort,
+    parse_addresses,
+    pod_networks,
 )
 from shoal.client import Client
 from shoal.controllers._base import Controller, SharedInformers
@@ -166,6 +170,10 @@ def repack_subsets(entries: Iterable[PodEndpoint]) -> list[EndpointSubset]:
     return sorted(subsets, key=order)
 
 
+_OURS = (WEIGHTS_ANNOTATION, ENDPOINT_ADDRESSES_ANNOTATION)
+"""Endpoints annotations this controller derives from the pods."""
+
+
 def endpoint_weights(service: Service, pods: Sequence[Pod]) -> str:
     """The weights annotation for ``service``'s Endpoints ("" when no pod sets a weight)."""
     selector = Selector.from_labels(service.spec.selector)
@@ -181,6 +189,25 @@ def endpoint_weights(service: Service, pods: Sequence[Pod]) -> str:
         if weight >= 1 and weight != 1:
             weights[pod.status.pod_ip] = weight
     return json.dumps(weights, sort_keys=True) if weights else ""
+
+
+def endpoint_addresses(service: Service, pods: Sequence[Pod]) -> str:
+    """The other-network addresses annotation ("" when no selected pod has any): for each
+    selected pod on several networks, its address on every network but the first."""
+    selector = Selector.from_labels(service.spec.selector)
+    found: dict[str, dict[str, str]] = {}
+    for pod in pods:
+        if not pod.status.pod_ip or not selector.matches(pod.metadata.labels):
+            continue
+        got = parse_addresses(pod.metadata.annotations.get(ADDRESSES_ANNOTATION))
+        others = {
+            net: got[net].split("/", 1)[0]
+            for net in pod_networks(pod.spec.networks)[1:]
+            if net in got
+        }
+        if others:
+            found[pod.status.pod_ip] = others
+    return json.dumps(found, sort_keys=True) if found else ""
 
 
 def build_subsets(service: Service, pods: Sequence[Pod]) -> list[EndpointSubset]:
@@ -258,6 +285,9 @@ class EndpointsController(Controller):
         weights = endpoint_weights(svc, pods)
         if weights:
             annotations[WEIGHTS_ANNOTATION] = weights
+        others = endpoint_addresses(svc, pods)
+        if others:
+            annotations[ENDPOINT_ADDRESSES_ANNOTATION] = others
         if current is None:
             ep = Endpoints(
                 metadata=ObjectMeta(
@@ -278,13 +308,14 @@ class EndpointsController(Controller):
         if (
             current.metadata.labels == labels
             and theirs.get(MANAGED_BY) == self.name
-            and theirs.get(WEIGHTS_ANNOTATION) == annotations.get(WEIGHTS_ANNOTATION)
+            and all(theirs.get(k) == annotations.get(k) for k in _OURS)
             and [s.to_dict() for s in current.subsets] == [s.to_dict() for s in subsets]
         ):
             return
         updated = current.model_copy(deep=True)
         updated.metadata.labels = labels
-        updated.metadata.annotations.pop(WEIGHTS_ANNOTATION, None)
+        for key in _OURS:
+            updated.metadata.annotations.pop(key, None)
         updated.metadata.annotations.update(annotations)
         updated.subsets = subsets
         await self.client.endpoints.update(updated)

@@ -95,10 +95,20 @@ class Backend:
     ip: str
     port: int
     weight: int = 1
+    alternates: tuple[tuple[str, str], ...] = ()
+    """(subnet, address) pairs: the same pod on its other networks. A client from one of
+    those subnets is sent to the pod's address there, as a Compose service is reached on
+    whichever network the two share; everyone else to ``ip``."""
 
     def __post_init__(self) -> None:
         _ipv4(self.ip, "backend")
         _port(self.port, "backend")
+        for subnet, address in self.alternates:
+            _ipv4(address, f"backend {self.ip} alternate")
+            try:
+                ipaddress.IPv4Network(subnet)
+            except ValueError:
+                raise ValueError(f"backend {self.ip}: bad subnet {subnet!r}") from None
         if self.weight < 1:
             raise ValueError(f"backend {self.ip}:{self.port}: weight must be >= 1")
 
@@ -355,11 +365,16 @@ def _service(s: ServiceRule) -> _Fragment:
     for b in sorted(s.backends, key=_ip_key):
         ep = names.endpoint(b)
         ep_rules = [f"ip saddr {b.ip} jump mark-for-masquerade"]  # hairpin
+        ep_rules += [f"ip saddr {alt} jump mark-for-masquerade" for _, alt in b.alternates]
         if s.affinity_timeout is not None:
             aff = names.affinity(b)
             sets.append((aff, f"{_AFFINITY_SET} timeout {s.affinity_timeout}s;"))
             ep_rules.append(f"update @{aff} {{ ip saddr }}")
             rules.append(f"ip saddr @{aff} goto {ep}")
+        ep_rules += [
+            f"ip saddr {subnet} meta l4proto {s.protocol} dnat to {alt}:{b.port}"
+            for subnet, alt in b.alternates
+        ]
         ep_rules.append(f"meta l4proto {s.protocol} dnat to {b.ip}:{b.port}")
         chains.append((ep, tuple(ep_rules)))
     # The endpoint is chosen through a named map rather than an anonymous one: the kernel

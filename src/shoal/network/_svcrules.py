@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from shoal.api import (
     ADDRESSES_ANNOTATION,
     BALANCE_ANNOTATION,
+    ENDPOINT_ADDRESSES_ANNOTATION,
     WEIGHTS_ANNOTATION,
     Endpoints,
     Network,
@@ -56,12 +57,36 @@ def _weights(ep: Endpoints | None) -> dict[str, int]:
     return {str(k): v for k, v in raw.items() if isinstance(v, int) and v >= 1}
 
 
-def backends_for(port: ServicePort, single: bool, ep: Endpoints | None) -> tuple[Backend, ...]:
+def _alternates(
+    ep: Endpoints, subnets: Mapping[str, str]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    try:
+        raw = json.loads(ep.metadata.annotations.get(ENDPOINT_ADDRESSES_ANNOTATION) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    for ip, others in raw.items():
+        if isinstance(others, dict):
+            out[str(ip)] = tuple(
+                sorted((subnets[n], str(a)) for n, a in others.items() if n in subnets)
+            )
+    return out
+
+
+def backends_for(
+    port: ServicePort,
+    single: bool,
+    ep: Endpoints | None,
+    subnets: Mapping[str, str] | None = None,
+) -> tuple[Backend, ...]:
     """Ready addresses of ``ep`` serving ``port`` (matched by name, as kube-proxy does; an
     unnamed port of a one-port Service takes the subsets' only port)."""
     if ep is None:
         return ()
     weights = _weights(ep)
+    alternates = _alternates(ep, subnets or {})
     seen: dict[tuple[str, int], Backend] = {}
     for subset in ep.subsets:
         match = [
@@ -75,15 +100,23 @@ def backends_for(port: ServicePort, single: bool, ep: Endpoints | None) -> tuple
             for addr in subset.addresses:
                 key = (addr.ip, ep_port.port)
                 if key not in seen:
-                    seen[key] = Backend(addr.ip, ep_port.port, weights.get(addr.ip, 1))
+                    seen[key] = Backend(
+                        addr.ip,
+                        ep_port.port,
+                        weights.get(addr.ip, 1),
+                        alternates.get(addr.ip, ()),
+                    )
     return tuple(sorted(seen.values(), key=lambda b: (b.ip, b.port)))
 
 
 def service_rules(
-    services: Iterable[Service], endpoints: Mapping[str, Endpoints]
+    services: Iterable[Service],
+    endpoints: Mapping[str, Endpoints],
+    subnets: Mapping[str, str] | None = None,
 ) -> tuple[ServiceRule, ...]:
     """One rule per (Service, port) with a ClusterIP or a NodePort. ``endpoints`` is keyed
-    ``namespace/name``. Headless and ExternalName Services have no virtual IP: skipped."""
+    ``namespace/name``; ``subnets`` maps network names to their ranges (for pods on several
+    networks). Headless and ExternalName Services have no virtual IP: skipped."""
     rules: list[ServiceRule] = []
     for svc in services:
         spec = svc.spec
@@ -112,7 +145,7 @@ def service_rules(
                         cluster_ip=vip,
                         port=port.port,
                         protocol=proto,
-                        backends=backends_for(port, len(spec.ports) == 1, ep),
+                        backends=backends_for(port, len(spec.ports) == 1, ep, subnets),
                         balance=balance,
                         affinity_timeout=affinity,
                         node_port=port.node_port if nodeport_type else None,

@@ -145,3 +145,17 @@ def test_endpoint_weights_from_pod_annotations() -> None:
     got = endpoint_weights(service(ServicePort(port=80)), [heavy, plain, odd, other])  # type: ignore[list-item]
     assert got == '{"10.244.0.2": 3}'
     assert endpoint_weights(service(ServicePort(port=80)), [plain]) == ""  # type: ignore[list-item]
+
+
+def test_endpoint_addresses_of_pods_on_several_networks() -> None:
+    from shoal.controllers._endpoints import endpoint_addresses
+
+    two = http_pod("a", "10.244.0.2")
+    two.spec.networks = ["default", "back"]  # type: ignore[attr-defined]
+    two.metadata.annotations["networking.shoal.dev/addresses"] = (  # type: ignore[attr-defined]
+        '{"default": "10.244.0.2/24", "back": "172.17.0.3/24"}'
+    )
+    one = http_pod("b", "10.244.0.3")
+    got = endpoint_addresses(service(ServicePort(port=80)), [two, one])  # type: ignore[list-item]
+    assert got == '{"10.244.0.2": {"back": "172.17.0.3"}}'
+    assert endpoint_addresses(service(ServicePort(port=80)), [one]) == ""  # type: ignore[list-item]

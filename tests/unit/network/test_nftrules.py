@@ -476,3 +476,15 @@ def test_nft_delta_leaves_the_same_table_as_a_full_render(netns: str) -> None:
         nft(netns, "-f", "-", script=render_full(step))
         assert listing(netns, "shoaltest") == after_delta
         current = step
+
+
+def test_alternate_addresses_pick_the_clients_network() -> None:
+    b = Backend("172.16.0.4", 8080, alternates=(("172.17.0.0/16", "172.17.0.6"),))
+    rs = RuleSet(table="alt", services=(ServiceRule("ns/duo:80", "10.96.0.9", 80, backends=(b,)),))
+    model = build_model(rs)
+    (ep,) = [rules for name, rules in model.chains.items() if name.startswith("ep-")]
+    assert ep[-2:] == (
+        "ip saddr 172.17.0.0/16 meta l4proto tcp dnat to 172.17.0.6:8080",
+        "meta l4proto tcp dnat to 172.16.0.4:8080",
+    )
+    assert "ip saddr 172.17.0.6 jump mark-for-masquerade" in ep

@@ -93,3 +93,17 @@ def test_host_ports_and_networks() -> None:
         NetworkRule("a", "10.244.0.0/16", "br-a", False),
         NetworkRule("b", "172.16.0.0/16", "br-b", True),
     )
+
+
+def test_pods_on_several_networks_get_alternates_by_subnet() -> None:
+    s = svc("duo", [ServicePort(port=80)], cluster_ip="10.96.0.9")
+    e = eps(
+        "duo", [EndpointSubset(addresses=[addr("172.16.0.4")], ports=[EndpointPort(port=8080)])]
+    )
+    e.metadata.annotations["networking.shoal.dev/endpoint-addresses"] = json.dumps(
+        {"172.16.0.4": {"back": "172.17.0.6", "gone": "10.9.9.9"}}
+    )
+    (rule,) = service_rules(
+        [s], {"default/duo": e}, {"back": "172.17.0.0/16", "front": "172.16.0.0/16"}
+    )
+    assert rule.backends == (Backend("172.16.0.4", 8080, 1, (("172.17.0.0/16", "172.17.0.6"),)),)
