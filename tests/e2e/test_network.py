@@ -125,6 +125,8 @@ def test_networks_services_dns_and_cleanup(runc_cluster: Cluster) -> None:
     assert ips(c, "web")[0].rsplit(".", 2)[0] == front.rsplit(".", 2)[0]
     wide = c.cli("get", "pods", "-o", "wide").stdout
     assert ",".join(ips(c, "both")) in wide
+    nets = c.cli("get", "networks", "-o", "wide").stdout
+    assert "vault" in nets and "true" in nets and front in nets
 
     # Isolation: same network reaches, different networks do not (both ways), a pod on two
     # networks reaches both, an internal network keeps its pods in.
