@@ -79,10 +79,20 @@ def ring(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[str, dict[str, Shoa
 
 
 def pinned(name: str, node: str) -> dict[str, Any]:
+    """A server pinned to ``node``, probed at its pod IP (which only the node's namespace
+    routes to, not the agent's: the agent's probes dial from the node's namespace)."""
+    probes = {
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": 8080},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+        "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+    }
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
                      "containers": [{"name": "srv", "command": ["python3", "-c", SERVER],
-                                     "ports": [{"containerPort": 8080}]}]}}  # fmt: skip
+                                     "ports": [{"containerPort": 8080}], **probes}]}}  # fmt: skip
 
 
 def pod_json(c: Cluster, name: str) -> dict[str, Any]:
@@ -123,11 +133,17 @@ def test_pods_on_a_ring_reroute_and_survive_agent_restart(
         input=json.dumps(pinned("a", n1)) + "\n---\n" + json.dumps(pinned("c", n3)),
     )
     wait_for(lambda: pod_ready(pod_json(c, "a")) and pod_ready(pod_json(c, "c")), timeout=60,
-             what="pods a and c Running")  # fmt: skip
+             what="pods a and c Ready")  # fmt: skip
     a, cp = pod_json(c, "a"), pod_json(c, "c")
     a_ip, c_ip = a["status"]["podIP"], cp["status"]["podIP"]
     a_ns = netns_name(prefix, a["metadata"]["uid"])
     url = f"http://{c_ip}:8080/"
+
+    # The probes really check: c's readiness fails while /tmp/down exists, and comes back.
+    c.cli("exec", "c", "--", "touch", "/tmp/down")
+    wait_for(lambda: not pod_ready(pod_json(c, "c")), timeout=10, what="c NotReady")
+    c.cli("exec", "c", "--", "rm", "/tmp/down")
+    wait_for(lambda: pod_ready(pod_json(c, "c")), timeout=10, what="c Ready again")
 
     # n1 reaches n3's pod subnet through n2 (equal cost both ways round; the lower name wins).
     wait_for(lambda: fetch_from(a_ns, url) == ["c"], timeout=10, what="a reaches c")

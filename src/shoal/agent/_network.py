@@ -20,7 +20,10 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
+
 from shoal.agent._config import AgentConfig
+from shoal.agent._probes import PodAddress
 from shoal.api import (
     ADDRESSES_ANNOTATION,
     Endpoints,
@@ -35,6 +38,7 @@ from shoal.api import (
 )
 from shoal.client import Client, Informer
 from shoal.errors import NetworkError
+from shoal.network._dial import NetnsDialer
 from shoal.network._ipam import SERVICE_CIDR, dns_vip, gateway
 from shoal.network._linkwatch import RouteKeeper
 from shoal.network._nft import NftTable
@@ -142,6 +146,12 @@ class PodNetGate:
         self.waiting = None
         return True
 
+    def probe_address(self) -> PodAddress | None:
+        """Where the pod's probes connect (its first address), once it has one."""
+        if not self.pod_ips:
+            return None
+        return PodAddress(self.pod_ips[0], self.network.dialer, self.network.probe_http)
+
 
 class NodeNetwork:
     """One node's networking. ``start()`` once, after the agent's pod informer is running;
@@ -177,6 +187,16 @@ class NodeNetwork:
             own_links=own,
             on_live_links=self._on_live_links,
         )
+        # Pod addresses are routed in the node's namespace; when that is not the agent's own,
+        # probes open their connections there.
+        self.dialer = NetnsDialer(self.netns) if self.netns else None
+        self.probe_http = (
+            httpx.AsyncClient(
+                transport=self.dialer.http_transport(verify=False), follow_redirects=False
+            )
+            if self.dialer is not None
+            else None
+        )
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._attached: set[str] = set()
@@ -211,6 +231,10 @@ class NodeNetwork:
         for informer in (self.networks, self.services, self.endpoints, self.nodes):
             with contextlib.suppress(Exception):
                 await informer.stop()
+        if self.probe_http is not None:
+            await self.probe_http.aclose()
+        if self.dialer is not None:
+            self.dialer.close()
         if remove:
             for step in (
                 self.podnet.cleanup_all(),

@@ -238,7 +238,7 @@ class PodWorker:
             rec = self.records[spec.name]
             if not rec.running or rec.container_id is None:
                 continue
-            if spec.name in self._adopted:
+            if spec.name in self._adopted and await self._network_ready():  # probes: pod IP
                 self._adopted.discard(spec.name)
                 self._start_probes(rec, spec, adopted=True)
             try:
@@ -399,7 +399,7 @@ class PodWorker:
             host_ports=dict(rec.host_ports),
             env=probe_env(self.pod, spec, rec.host_ports),
             working_dir=spec.working_dir or "",
-            pod_ip=self._net.pod_ips[0] if self._net is not None and self._net.pod_ips else "",
+            pod=self._net.probe_address() if self._net is not None else None,
         )
         tasks: list[asyncio.Task[None]] = []
         if spec.readiness_probe is None:

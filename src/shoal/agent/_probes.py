@@ -22,6 +22,7 @@ from shoal import __version__
 from shoal._util import Clock
 from shoal.agent._spec import resolve_port
 from shoal.api import Container, Probe
+from shoal.network import NetnsDialer
 
 _OUTPUT_LIMIT = 1024
 
@@ -87,9 +88,20 @@ class ProbeTarget:
     host_ports: dict[int, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str = ""
-    pod_ip: str = ""
-    """The pod's own address when it has its own network namespace: probes connect there
-    (as the kubelet probes the pod IP); "" means the host (127.0.0.1)."""
+    pod: PodAddress | None = None
+    """Set when the pod has its own network namespace: probes connect to its address (as the
+    kubelet probes the pod IP); None means the host (127.0.0.1)."""
+
+
+@dataclass(frozen=True)
+class PodAddress:
+    """Where a pod with its own network namespace is probed: ``ip``, reached from the node's
+    network namespace, through ``dialer`` and ``http`` when that is not the agent's own (an
+    agent with ``--node-netns``; None: connect as usual)."""
+
+    ip: str
+    dialer: NetnsDialer | None = None
+    http: httpx.AsyncClient | None = None
 
 
 async def run_check(probe: Probe, target: ProbeTarget, http: httpx.AsyncClient) -> ProbeOutcome:
@@ -102,8 +114,11 @@ async def run_check(probe: Probe, target: ProbeTarget, http: httpx.AsyncClient) 
         port = resolve_port(target.container, action.port, target.host_ports)
         if port is None:
             return ProbeOutcome(False, f'unknown port name "{action.port}"')
-        host = action.host or target.pod_ip or "127.0.0.1"
+        pod = target.pod
+        host = action.host or (pod.ip if pod is not None else "127.0.0.1")
         host = f"[{host}]" if ":" in host else host
+        if pod is not None and pod.http is not None:
+            http = pod.http
         path = action.path if action.path.startswith("/") else "/" + action.path
         url = f"{action.scheme.lower()}://{host}:{port}{path}"
         headers = {"User-Agent": f"shoal-probe/{__version__}"}
@@ -124,9 +139,16 @@ async def run_check(probe: Probe, target: ProbeTarget, http: httpx.AsyncClient) 
         port = resolve_port(target.container, action2.port, target.host_ports)
         if port is None:
             return ProbeOutcome(False, f'unknown port name "{action2.port}"')
-        host = action2.host or target.pod_ip or "127.0.0.1"
+        pod = target.pod
+        host = action2.host or (pod.ip if pod is not None else "127.0.0.1")
+        dialer = pod.dialer if pod is not None else None
+        opened = (
+            asyncio.open_connection(host, port)
+            if dialer is None
+            else dialer.open_connection(host, port)
+        )
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            _, writer = await asyncio.wait_for(opened, timeout)
         except TimeoutError:
             return ProbeOutcome(False, f"dial tcp {host}:{port}: i/o timeout")
         except OSError as exc:

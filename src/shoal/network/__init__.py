@@ -8,6 +8,7 @@ inside a node's network namespace.
 
 from __future__ import annotations
 
+from shoal.network._dial import NetnsDialer
 from shoal.network._exec import arun, in_netns, run
 from shoal.network._linkwatch import RouteKeeper
 from shoal.network._nft import NftTable
@@ -31,6 +32,7 @@ __all__ = [
     "HostPort",
     "Interface",
     "Link",
+    "NetnsDialer",
     "NetworkRule",
     "NextHop",
     "NftTable",
