@@ -51,11 +51,12 @@ def kill_leftover_containers(data_dir: Path) -> None:
                 os.killpg(pgid or pid, signal.SIGKILL)
 
 
-def cleanup_runc(data_dir: Path, node: str) -> None:
+def cleanup_runc(data_dir: Path, node: str, runc_root: Path | None = None) -> None:
     """After a failed runc test: what the node's runc driver left (containers, mounts,
     cgroups, via the runtime tests' helper), mounts elsewhere under the data dir (emptyDir
-    tmpfs), and the top /shoal cgroup when no other node uses it."""
-    cleanup_everything(data_dir / "agent" / "runc", f"/shoal/{node}")
+    tmpfs), and the top /shoal cgroup when no other node uses it. ``runc_root`` is the
+    driver's dir: ``DATA/agent/runc`` for `shoal up`, ``DATA/runc`` for `shoal agent`."""
+    cleanup_everything(runc_root or data_dir / "agent" / "runc", f"/shoal/{node}")
     for point in rfs.mounts_under(data_dir):
         with contextlib.suppress(Exception):
             rfs.unmount(point)

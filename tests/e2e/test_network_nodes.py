@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from shoal.network._podnet import netns_name
-from tests.e2e.conftest import SHOAL, Cluster, ShoalProcess, pod_ready, wait_for
+from tests.e2e.conftest import SHOAL, Cluster, ShoalProcess, cleanup_runc, pod_ready, wait_for
 from tests.e2e.test_network import CLIENT, SERVER
 from tests.netleftovers import network_leftovers, remove_network_leftovers
 from tests.rootreq import require_root
@@ -71,6 +71,8 @@ def ring(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[str, dict[str, Shoa
     finally:
         for agent in agents.values():
             agent.stop(signal.SIGTERM)
+        for n, agent in agents.items():  # an agent's exit keeps its pods; a failed test's go
+            cleanup_runc(agent.data_dir, f"{prefix}-{n}", agent.data_dir / "runc")
         for netns in ns.values():
             remove_network_leftovers(prefix, netns)
         remove_network_leftovers(prefix)
