@@ -5,8 +5,9 @@
 
 Needs root: everything happens in a network namespace the bench creates and deletes.
 Guides (issue 5): full apply <= 1 s, one endpoint change <= 100 ms (medians). Run without
-affinity, then with every 7th service using ClientIP affinity (one dynamic set per endpoint,
-as kube-proxy does: the kernel looks sets up by name in a list, so they cost extra).
+affinity, then with every 7th service using ClientIP affinity (one shared dynamic map, plus a
+small map per such service; kube-proxy's dynamic set per endpoint made this ~50% slower, as
+the kernel looks sets up by name in a list).
 """
 
 from __future__ import annotations

@@ -248,12 +248,24 @@ def test_weighted_follows_the_weights(node: Node) -> None:
 
 
 def test_client_ip_affinity_pins_a_client(node: Node) -> None:
-    node.apply(base(node, web("p1", "p2", "p3", affinity_timeout=60)))
+    table = NftTable(node.table, netns=node.ns("node"))  # one table: changes are deltas
+    assert node.apply(base(node, web("p1", "p2", "p3", affinity_timeout=60)), table) == "full"
     counts = node.names("cl", "10.96.0.5", 80, 20)
     assert len(counts) == 1 and sum(counts.values()) == 20, counts
-    # Another client is balanced on its own (and pinned too).
+    # Another client is balanced on its own (and pinned too; p1 is itself an endpoint, so
+    # when pinned to itself the hairpin still works).
     other = node.names("p1", "10.96.0.5", 80, 5)
     assert len(other) == 1, other
+    # Other endpoints coming and going move no pin; losing its endpoint re-balances a client.
+    (pinned,) = counts
+    rest = [p for p in ("p1", "p2", "p3") if p != pinned]
+    assert node.apply(base(node, web(pinned, rest[0], affinity_timeout=60)), table) == "delta"
+    assert node.names("cl", "10.96.0.5", 80, 5) == {pinned: 5}
+    assert node.apply(base(node, web(pinned, *rest, affinity_timeout=60)), table) == "delta"
+    assert node.names("cl", "10.96.0.5", 80, 5) == {pinned: 5}
+    assert node.apply(base(node, web(*rest, affinity_timeout=60)), table) == "delta"
+    moved = node.names("cl", "10.96.0.5", 80, 6)
+    assert len(moved) == 1 and pinned not in moved, moved
 
 
 def test_hairpin_a_pod_reaches_itself_through_its_service(node: Node) -> None:

@@ -27,6 +27,7 @@ from shoal.network._nftrules import (
     ServiceNames,
     ServiceRule,
     TableModel,
+    affinity_ids,
     build_model,
     render_delete,
     render_delta,
@@ -159,20 +160,43 @@ def test_weights_are_repeated_reduced_and_interleaved() -> None:
         Backend("10.0.0.1", 80, 0)
 
 
-def test_client_ip_affinity_uses_a_timed_dynamic_set_per_endpoint() -> None:
+def test_client_ip_affinity_uses_one_shared_timed_map() -> None:
     model = build_model(rich())
     n = ServiceNames.of("default/sticky:x", "udp")
-    assert model.sets[n.affinity(B1)] == "type ipv4_addr; flags dynamic,timeout; timeout 60s;"
+    key = "ip saddr . ip daddr . meta l4proto . th dport"
+    assert model.sets["affinity"].startswith(
+        "type ipv4_addr . ipv4_addr . inet_proto . inet_service : mark; flags dynamic,timeout;"
+    )
+    assert model.elements["affinity"] == {}  # filled by the kernel only
     assert model.chains[n.service] == (
-        f"ip saddr @{n.affinity(B1)} goto {n.endpoint(B1)}",
-        f"ip saddr @{n.affinity(B3)} goto {n.endpoint(B3)}",
+        f"ct mark set {key} map @affinity ct mark vmap @{n.affinity}",
+        f"ct mark != 0 delete @affinity {{ {key} : 0 }} ct mark set 0",
         f"numgen inc mod 2 vmap @{n.balancer}",
     )
+    # Endpoints are numbered by address: 10.66.0.2 = 0x0a420002.
+    assert model.sets[n.affinity] == "typeof ct mark : verdict;"
+    assert model.elements[n.affinity] == {
+        "0xa420002": f"goto {n.endpoint(B1)}",
+        "0xa420004": f"goto {n.endpoint(B3)}",
+    }
     assert model.chains[n.endpoint(B3)] == (
         "ip saddr 10.66.0.4 jump mark-for-masquerade",
-        f"update @{n.affinity(B3)} {{ ip saddr }}",
+        "ct mark set 0",
+        f"update @affinity {{ {key} timeout 60s : 0xa420004 }}",
         "meta l4proto udp dnat to 10.66.0.4:8080",
     )
+    # Services without affinity have no affinity map of their own.
+    web = ServiceNames.of("default/web:http", "tcp")
+    assert web.affinity not in model.sets
+    assert not any("affinity" in r for r in model.chains[web.service])
+
+
+def test_affinity_numbers_are_stable_and_unique() -> None:
+    one, two = affinity_ids((B1, B2, B3)), affinity_ids((B3, B1))
+    assert one[B1] == two[B1] == 0x0A420002 and one[B3] == two[B3]
+    same_ip = (Backend("10.0.0.9", 81), Backend("10.0.0.9", 80), B1)
+    ids = affinity_ids(same_ip)
+    assert ids == {Backend("10.0.0.9", 80): 1, Backend("10.0.0.9", 81): 2, B1: 0x0A420002}
 
 
 def test_services_without_endpoints_are_rejected_not_dnatted() -> None:
