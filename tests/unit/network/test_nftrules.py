@@ -26,7 +26,6 @@ from shoal.network._nftrules import (
     RuleSet,
     ServiceNames,
     ServiceRule,
-    TableModel,
     affinity_ids,
     build_model,
     render_delete,
@@ -34,6 +33,7 @@ from shoal.network._nftrules import (
     render_full,
     selection_order,
 )
+from shoal.network._nftscript import TableModel
 from tests.rootreq import require_root
 
 NFT_NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9/_.-]*\Z")  # nft's unquoted identifier
