@@ -108,7 +108,7 @@ class APIServer:
         """Logs, exec and node proxy requests, relayed to node agents."""
 
     async def startup(self) -> None:
-        await self.registry.ensure_system_namespaces()
+        await self.registry.bootstrap()
         self.ready = True
 
     async def shutdown(self) -> None:

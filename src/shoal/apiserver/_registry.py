@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import secrets
 import string
 import uuid
@@ -32,6 +33,8 @@ from shoal.errors import (
     NotFoundError,
 )
 from shoal.store import JSONObject, ListResult, Store, WatchEvent
+
+log = logging.getLogger(__name__)
 
 _SYSTEM_NAMESPACES = ("default", "shoal-system")
 # Kinds whose status in a create/update body is ignored: status belongs to the subresource.
@@ -115,7 +118,9 @@ class Registry:
     def now(self) -> str:
         return format_time(self.clock.now())
 
-    async def ensure_system_namespaces(self) -> None:
+    async def bootstrap(self) -> None:
+        """What every cluster has: the system namespaces, the default Network, and a
+        ClusterIP (and NodePorts) for each Service stored by a shoal that allocated none."""
         info = kind_info("Namespace")
         for ns in _SYSTEM_NAMESPACES:
             try:
@@ -131,6 +136,16 @@ class Registry:
         except NotFoundError:
             body = {"apiVersion": net.api_version, "kind": "Network"}
             await self.create(net, None, {**body, "metadata": {"name": DEFAULT_NETWORK}})
+        svc = kind_info("Service")
+        for obj in (await self.store.list("services", None)).items:
+            spec = obj.get("spec") or {}
+            if spec.get("type") == "ExternalName" or spec.get("clusterIP") not in (None, ""):
+                continue
+            meta = obj["metadata"]
+            try:  # an update allocates what the stored object lacks
+                await self.update(svc, meta["namespace"], meta["name"], obj)
+            except (ConflictError, NotFoundError, InvalidError) as exc:
+                log.warning("service %s/%s: no ClusterIP: %s", meta["namespace"], meta["name"], exc)
 
     # --- admission ---------------------------------------------------------------------------
 

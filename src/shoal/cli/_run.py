@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal.agent import Agent, AgentConfig, default_runtime
-from shoal.api import NodeLink
+from shoal.api import NETWORK_LABEL, NodeLink
 from shoal.apiserver import DEFAULT_PORT, serve_data_dir
 from shoal.client import Client, server_url
 from shoal.controllers import ControllerManager
@@ -504,6 +504,9 @@ async def _print_pods(client: Client) -> None:
         ]
         table.add_row(p.namespace, p.name, p.status.phase, p.spec.node_name or "", " ".join(addrs))
     console.print(table)
+    # ClusterIPs are reachable where the node programs them (bridge networking).
+    nodes = await client.nodes.list()
+    vips = any(n.metadata.labels.get(NETWORK_LABEL) == "bridge" for n in nodes)
     for svc in await client.services.list():
         try:
             ep = await client.endpoints.get(svc.name, svc.namespace)
@@ -512,7 +515,15 @@ async def _print_pods(client: Client) -> None:
         targets = [
             f"{a.ip}:{port.port}" for s in ep.subsets for a in s.addresses for port in s.ports
         ]
-        console.print(f"service/{svc.name} -> {', '.join(targets) or '(no ready endpoints yet)'}")
+        ip = svc.spec.cluster_ip
+        vip = (
+            f" {ip}:{','.join(str(p.port) for p in svc.spec.ports)}"
+            if vips and ip not in (None, "", "None")
+            else ""
+        )
+        console.print(
+            f"service/{svc.name}{vip} -> {', '.join(targets) or '(no ready endpoints yet)'}"
+        )
 
 
 __all__ = ["default_data_dir", "register", "run_async"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from shoal.store import open_store
 from shoal.testing import running_api_server
 
 SVCS = "/api/v1/namespaces/default/services"
@@ -113,3 +114,29 @@ async def test_pod_networks_are_validated() -> None:
         assert r.status_code == 422
         fields = {c["field"] for c in r.json()["details"]["causes"]}
         assert fields == {"spec.networks[1]", "spec.networks[2]", "spec.networks"}
+
+
+async def test_services_stored_without_a_cluster_ip_get_one_at_start(tmp_path: Path) -> None:
+    """Services written by a shoal that allocated no addresses (before networking) get a
+    ClusterIP, and NodePorts, when the API server starts; nothing else about them changes."""
+    async with running_api_server(tmp_path) as srv, httpx.AsyncClient(base_url=srv.url) as h:
+        for body in (svc("old"), svc("oldnp", type="NodePort"), svc("keep")):
+            assert (await h.post(SVCS, json=body)).status_code == 201
+        kept = (await h.get(f"{SVCS}/keep")).json()["spec"]["clusterIP"]
+    store = open_store(tmp_path / "state.db")
+    try:
+        for name in ("old", "oldnp"):
+            obj = await store.get("services", "default", name)
+            obj["spec"].pop("clusterIP")
+            for port in obj["spec"]["ports"]:
+                port.pop("nodePort", None)
+            await store.update("services", obj)
+    finally:
+        await store.close()
+    async with running_api_server(tmp_path) as srv, httpx.AsyncClient(base_url=srv.url) as h:
+        got = {n: (await h.get(f"{SVCS}/{n}")).json()["spec"] for n in ("old", "oldnp", "keep")}
+    ips = [got[n]["clusterIP"] for n in ("old", "oldnp", "keep")]
+    assert ips[2] == kept and len(set(ips)) == 3
+    assert all(ip.startswith("10.96.") for ip in ips)
+    assert 30000 <= got["oldnp"]["ports"][0]["nodePort"] <= 32767
+    assert got["old"]["selector"] == {"app": "old"}
