@@ -21,6 +21,7 @@ RUNS = [
     (["registry_bench.py"], False),
     (["route_bench.py"], False),
     (["nft_bench.py"], True),
+    (["endpoint_rule_bench.py"], True),
     (["clusterip_bench.py"], True),
 ]
 
