@@ -129,6 +129,7 @@ def main(args: argparse.Namespace) -> int:
         lat = asyncio.run(bench(ns, args))
     finally:
         subprocess.run(["ip", "netns", "delete", ns], check=False)
+    print("each change, ms:", " ".join(f"{x * 1e3:.0f}" for x in lat))
     med, p99, worst = statistics.median(lat), pct(lat, 99), max(lat)
     print(f"Endpoints update -> rule in the kernel, {len(lat)} changes: median {med * 1e3:.0f} ms, "
           f"p99 {p99 * 1e3:.0f} ms, max {worst * 1e3:.0f} ms -> "
