@@ -47,22 +47,18 @@ def _join(netns: str) -> None:
 
 
 class NetnsDialer:
-    """Opens TCP connections from network namespace ``netns`` (None: the process's own)."""
+    """Opens TCP connections from the named network namespace ``netns``."""
 
-    def __init__(self, netns: str | None) -> None:
-        self.netns = netns or None
-        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
-        if self.netns is not None:
-            self._thread = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1,
-                thread_name_prefix=f"netns-{self.netns}",
-                initializer=_join,
-                initargs=(self.netns,),
-            )
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+        self._thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=f"netns-{netns}",
+            initializer=_join,
+            initargs=(netns,),
+        )
 
     async def _socket(self, family: int) -> socket.socket:
-        if self._thread is None:
-            return socket.socket(family, socket.SOCK_STREAM)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
@@ -108,25 +104,16 @@ class NetnsDialer:
     def http_transport(self, *, verify: bool = True) -> httpx.AsyncHTTPTransport:
         """An httpx transport whose connections start in the namespace."""
         transport = httpx.AsyncHTTPTransport(verify=verify)
-        if self.netns is not None:
-            # httpx has no parameter for httpcore's network backend; its transport is a thin
-            # mapping over this pool, built here as httpx builds it, plus the backend.
-            transport._pool = httpcore.AsyncConnectionPool(
-                ssl_context=_ssl_context(verify), network_backend=self.http_backend()
-            )
+        # httpx has no parameter for httpcore's network backend; its transport is a thin
+        # mapping over this pool, built here as httpx builds it, plus the backend.
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify),
+            network_backend=self.http_backend(),
+        )
         return transport
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._thread.shutdown(wait=False)
-
-
-def _ssl_context(verify: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+        self._thread.shutdown(wait=False)
 
 
 class _Backend(httpcore.AsyncNetworkBackend):
