@@ -140,15 +140,37 @@ def read_new(path: Path, offset: int, limit: int = _CHUNK) -> tuple[bytes, int]:
     return data, offset + len(data)
 
 
+def read_tail(path: Path, lines: int) -> tuple[bytes, int]:
+    """The last ``lines`` lines of the log, read from one snapshot of it, and the offset in
+    ``path`` to follow on from.
+
+    When the file holds fewer lines than asked for (it was just copy-truncated), the rest come
+    from the end of ``<name>.1``, as a tail across a rotation does in the kubelet. Taking the
+    offset from the same snapshot keeps a rotation between two reads from adding lines or
+    starting mid-line.
+    """
+    try:
+        current = path.read_bytes()
+    except OSError:
+        return b"", 0
+    data = current
+    if lines > 0 and len(current.splitlines()) < lines:
+        with contextlib.suppress(OSError):
+            data = path.with_name(path.name + ".1").read_bytes() + current
+    return data[tail_offset(data, lines) :], len(current)
+
+
 async def stream_log(
     ref: LogRef, *, follow: bool, tail_lines: int | None, poll: float = 0.1
 ) -> AsyncIterator[bytes]:
     """The log's bytes; with ``follow``, then its growth until the attempt ends."""
     offset = 0
     if tail_lines is not None:
-        with contextlib.suppress(OSError):
-            data = await asyncio.to_thread(ref.path.read_bytes)
-            offset = tail_offset(data, tail_lines)
+        chunk, offset = await asyncio.to_thread(read_tail, ref.path, tail_lines)
+        if chunk:
+            yield chunk
+        if not follow:
+            return
     while True:
         # Sample liveness before reading: bytes written before the exit are then surely read.
         live = follow and ref.live()

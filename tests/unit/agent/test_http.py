@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shoal.agent._http import LogRef, read_new, stream_log, tail_offset
+from shoal.agent._http import LogRef, read_new, read_tail, stream_log, tail_offset
 
 
 def test_tail_offset() -> None:
@@ -72,3 +72,29 @@ async def test_stream_without_follow_returns_what_is_there(tmp_path: Path) -> No
     log.write_bytes(b"1\n2\n3\n")
     out = [c async for c in stream_log(LogRef(log, lambda: True), follow=False, tail_lines=2)]
     assert b"".join(out) == b"2\n3\n"
+
+
+def test_tail_reaches_into_the_rotated_copy_when_the_log_was_just_truncated(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "0.log"
+    (tmp_path / "0.log.1").write_bytes(b"r1\nr2\nr3\n")
+    log.write_bytes(b"n1\n")
+    assert read_tail(log, 1) == (b"n1\n", 3)
+    assert read_tail(log, 3) == (b"r2\nr3\nn1\n", 3)
+    log.write_bytes(b"")
+    assert read_tail(log, 1) == (b"r3\n", 0)
+    assert read_tail(tmp_path / "missing.log", 2) == (b"", 0)
+
+
+async def test_tail_is_one_snapshot_even_if_the_log_rotates_meanwhile(tmp_path: Path) -> None:
+    """A non-follow tail is read once: a copytruncate after it cannot add the rotated copy's
+    lines or a mid-line start (the race a chatty container hit in CI)."""
+    log = tmp_path / "0.log"
+    log.write_bytes(b"".join(b"%08d\n" % i for i in range(50)))
+    stream = stream_log(LogRef(log, lambda: True), follow=False, tail_lines=1)
+    first = await anext(stream)
+    (tmp_path / "0.log.1").write_bytes(log.read_bytes())
+    log.write_bytes(b"".join(b"new-%04d\n" % i for i in range(60)))  # past the old offset
+    rest = [c async for c in stream]
+    assert first == b"00000049\n" and rest == []
