@@ -50,6 +50,7 @@ from shoal.network._cni import (
     removable_tables,
 )
 from shoal.network._exec import NETNS_DIR, arun
+from shoal.network._orphans import delete_devices, host_ends
 
 __all__ = [
     "Bandwidth",
@@ -501,43 +502,19 @@ class PodNetworker:
         kept = {self.netns_name(u) for u in keep}
         pattern = re.compile(rf"^{re.escape(self.prefix)}-[A-Za-z0-9_.\-]{{1,12}}$")
         names = self._netns_names()
+        bridges = set(await self._bridges())
         found = []
         for name in names:
             if name in saved or name in kept or name == self.node_netns:
                 continue
             if not pattern.match(name):
                 continue
-            if self.node_netns is None or await self._peers_in_node(name):
+            if self.node_netns is None or await host_ends(name, self.node_netns, bridges):
                 found.append(name)
         return found
 
-    async def _peers_in_node(self, netns: str) -> bool:
-        """Whether a veth in ``netns`` is paired with a port of one of this node's bridges.
-        Interface indexes are per namespace (every node has an ifindex 3), so the peer's
-        namespace must be this node's (``link_netnsid`` resolved through ``netns list-id``)
-        and the two ends must name each other's ifindex."""
-        veth = ["ip", "-j", "link", "show", "type", "veth"]
-        pod = json.loads(await arun(veth, netns=netns, check=False) or "[]")
-        ids = json.loads(
-            await arun(["ip", "-j", "netns", "list-id"], netns=netns, check=False) or "[]"
-        )
-        names = {i.get("nsid"): i.get("name") for i in ids}
-        node = json.loads(await arun(veth, netns=self.node_netns, check=False) or "[]")
-        bridges = set(await self._bridges())
-        ours = {(n.get("ifindex"), n.get("link_index")) for n in node if n.get("master") in bridges}
-        return any(
-            names.get(p.get("link_netnsid")) == self.node_netns
-            and (p.get("link_index"), p.get("ifindex")) in ours
-            for p in pod
-        )
-
     async def _delete_orphan(self, netns: str) -> None:
-        """Delete a namespace without its CNI state: its veths first, since the kernel
-        destroys a deleted namespace's devices asynchronously and the host ends would
-        otherwise linger on the bridge for a moment."""
-        links = await arun(["ip", "-j", "link", "show", "type", "veth"], netns=netns, check=False)
-        for link in json.loads(links or "[]"):
-            await arun(["ip", "link", "delete", str(link["ifname"])], netns=netns, check=False)
+        await delete_devices(netns, self.node_netns, await self._bridges())
         await self._delete_netns(netns)
 
     async def collect(self, keep: Collection[str]) -> list[str]:

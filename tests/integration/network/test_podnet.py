@@ -163,8 +163,9 @@ async def test_collect_removes_leaked_pods_only(nw: PodNetworker, node: str, pre
     keep, leaked, lost = new_uid(), new_uid(), new_uid()
     kept = await nw.attach(keep, [iface(nw, "a", "eth0", 2)])
     gone = await nw.attach(leaked, [iface(nw, "a", "eth0", 3)])
-    orphan = await nw.attach(lost, [iface(nw, "a", "eth0", 4)])
+    orphan = await nw.attach(lost, [iface(nw, "a", "eth0", 4)], Bandwidth(None, 8_000_000))
     (nw.state_dir / f"{lost}.json").unlink()  # its state file is lost: an orphaned netns
+    assert [link["ifname"][:3] for link in ip_json(node, "link", "show", "type", "ifb")] == ["bwp"]
     # A namespace with our prefix but not wired to this node (another agent's) stays.
     stranger = f"{prefix}-{new_uid()[:12]}"
     sh("ip", "netns", "add", stranger)
@@ -176,6 +177,7 @@ async def test_collect_removes_leaked_pods_only(nw: PodNetworker, node: str, pre
     assert stranger in netns_list()
     assert ping(kept.netns, "10.70.1.1")
     assert len(veths(node)) == 1
+    assert ip_json(node, "link", "show", "type", "ifb") == []  # its egress shaper went too
     assert await nw.collect([keep]) == []
 
 
