@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYS_STAMP := .make/system-packages
 # Packages the tests and the quickstart use (runc and image tools for the runc driver).
-# CNI plugins, nftables and wrk: container networking and its benchmarks.
+# CNI plugins, nftables and wrk: container networking and its benchmarks; kmod: modprobe
+# br_netfilter where it is not loaded yet.
 SYS_PACKAGES := iproute2 procps runc umoci skopeo docker-registry busybox-static dnsutils dnsperf dnsmasq-base \
-  containernetworking-plugins nftables wrk
+  containernetworking-plugins nftables wrk kmod
 
 .PHONY: run test venv system lint typecheck unit bench clean
 

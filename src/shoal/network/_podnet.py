@@ -31,6 +31,7 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,7 +50,7 @@ from shoal.network._cni import (
     loopback_conflist,
     removable_tables,
 )
-from shoal.network._exec import NETNS_DIR, arun
+from shoal.network._exec import NETNS_DIR, arun, arun_completed
 from shoal.network._orphans import delete_devices, host_ends
 
 __all__ = [
@@ -240,6 +241,27 @@ def bridge_sysctls(bridges: Collection[str]) -> list[str]:
     args = ["net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1"]
     args += [f"net.ipv4.conf.{b}.route_localnet=1" for b in sorted(bridges)]
     return args
+
+
+BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+
+
+async def ensure_br_netfilter(sysctl: Path = BRIDGE_NF) -> None:
+    """Bridged traffic reaches the isolation rules only through ``br_netfilter``: load it
+    when its sysctl is missing (as dockerd does), or say exactly what is wrong."""
+    if await asyncio.to_thread(sysctl.exists):
+        return
+    why = "modprobe is not installed"
+    if shutil.which("modprobe"):
+        done = await arun_completed(["modprobe", "br_netfilter"])
+        if await asyncio.to_thread(sysctl.exists):
+            return
+        why = f"modprobe br_netfilter: {done.stderr.strip() or f'exit status {done.returncode}'}"
+    raise NetworkError(
+        f"the br_netfilter kernel module is not loaded ({sysctl} is missing; {why}): "
+        "run 'modprobe br_netfilter' on the host. Network isolation needs bridged traffic "
+        "to pass the netfilter hooks"
+    )
 
 
 def _state_to_json(state: _State) -> str:
@@ -447,6 +469,7 @@ class PodNetworker:
             state.results[chain.ifname] = result
             self._save(state)
         bridges = {c.bridge for c in state.chains if c.bridge}
+        await ensure_br_netfilter()
         await arun(["sysctl", "-q", "-w", *bridge_sysctls(bridges)], netns=self.node_netns)
         state.complete = True
         self._save(state)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -31,6 +32,7 @@ from shoal.network._podnet import (
     _state_to_json,
     bridge_name,
     bridge_sysctls,
+    ensure_br_netfilter,
     parse_bandwidth,
     plan_chains,
     validate_interfaces,
@@ -317,3 +319,20 @@ def test_state_round_trip_keeps_configs_and_results() -> None:
     assert back.attachment().netns_path == "/var/run/netns/shoal-pod-1"
     with pytest.raises(ValueError, match="state version"):
         _state_from_json('{"version": 99}')
+
+
+async def test_br_netfilter_present_is_enough(tmp_path: Path) -> None:
+    sysctl = tmp_path / "bridge-nf-call-iptables"
+    sysctl.write_text("1\n")
+    await ensure_br_netfilter(sysctl)
+
+
+async def test_br_netfilter_missing_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no modprobe to load it with
+    sysctl = tmp_path / "bridge-nf-call-iptables"
+    with pytest.raises(NetworkError) as err:
+        await ensure_br_netfilter(sysctl)
+    assert "br_netfilter" in str(err.value) and str(sysctl) in str(err.value)
+    assert "modprobe is not installed" in str(err.value)
