@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from shoal.api import (
     ADDRESSES_ANNOTATION,
@@ -45,27 +46,26 @@ def _protocol(p: str) -> Protocol | None:
     return "tcp" if low == "tcp" else "udp" if low == "udp" else None
 
 
+def _json_annotation(ep: Endpoints, key: str) -> dict[str, Any]:
+    """A JSON object annotation of ``ep``; anything else (absent, malformed) reads as empty."""
+    try:
+        raw = json.loads(ep.metadata.annotations.get(key) or "{}")
+    except ValueError:
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
 def _weights(ep: Endpoints | None) -> dict[str, int]:
     if ep is None:
         return {}
-    try:
-        raw = json.loads(ep.metadata.annotations.get(WEIGHTS_ANNOTATION) or "{}")
-    except ValueError:
-        return {}
-    if not isinstance(raw, dict):
-        return {}
+    raw = _json_annotation(ep, WEIGHTS_ANNOTATION)
     return {str(k): v for k, v in raw.items() if isinstance(v, int) and v >= 1}
 
 
 def _alternates(
     ep: Endpoints, subnets: Mapping[str, str]
 ) -> dict[str, tuple[tuple[str, str], ...]]:
-    try:
-        raw = json.loads(ep.metadata.annotations.get(ENDPOINT_ADDRESSES_ANNOTATION) or "{}")
-    except ValueError:
-        return {}
-    if not isinstance(raw, dict):
-        return {}
+    raw = _json_annotation(ep, ENDPOINT_ADDRESSES_ANNOTATION)
     out: dict[str, tuple[tuple[str, str], ...]] = {}
     for ip, others in raw.items():
         if isinstance(others, dict):
